@@ -1,0 +1,104 @@
+"""Logging helpers of the bundles: a log file in the run directory, loss scalars, a progress bar."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
+
+__all__ = ["EpochProgressBar", "add_file_log", "training_scalars"]
+
+_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+class _OncePerRecord(logging.Filter):
+    """Pass each record once, although the handler hangs on a logger and on one of its ancestors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: logging.LogRecord | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record is self._last:
+            return False
+        self._last = record
+        return True
+
+
+def add_file_log(
+    path: str | os.PathLike,
+    level: int = logging.INFO,
+    loggers: Sequence[str] = ("", "monai", "ignite", "monai.handlers.StatsHandler"),
+) -> str:
+    """Also write log records to ``path`` (the run's log file); idempotent per path.
+
+    The file handler hangs on the root logger and on those of ``loggers`` that already exist, because
+    MONAI's loggers (``monai.handlers.StatsHandler``...) do not propagate to the root. Call it after the
+    engines are built (so their loggers exist): creating a MONAI logger early would stop MONAI from
+    giving it its console handler.
+    """
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setLevel(level)
+    handler.addFilter(_OncePerRecord())
+    for name in loggers:
+        if name and name not in logging.root.manager.loggerDict:
+            continue
+        logger = logging.getLogger(name)
+        if any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
+            continue
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > level:
+            logger.setLevel(level)
+    return path
+
+
+def training_scalars(
+    output: Any, keys: Sequence[str] = ("loss", "loss_perturbed", "sharpness")
+) -> dict[str, float]:
+    """``output_transform`` for StatsHandler/TensorBoardStatsHandler: the finite losses of an iteration.
+
+    Reads the first item of MONAI's decollated output (a list of dicts) or a dict; keys that are absent
+    or not finite (``sharpness`` of a plain optimizer is NaN) are left out.
+    """
+    item = output[0] if isinstance(output, (list, tuple)) else output
+    scalars = {}
+    for key in keys:
+        value = item.get(key) if isinstance(item, dict) else None
+        if value is None:
+            continue
+        value = float(value)
+        if math.isfinite(value):
+            scalars[key] = value
+    return scalars
+
+
+class EpochProgressBar:
+    """An ignite progress bar (tqdm) over each epoch's iterations, showing the running loss.
+
+    Args:
+        desc: label in front of the bar (e.g. ``"train"``).
+        output_key: key of the decollated output to show, or None for no value.
+        persist: keep finished bars on screen.
+    """
+
+    def __init__(self, desc: str = "train", output_key: str | None = "loss", persist: bool = False) -> None:
+        self.desc = desc
+        self.output_key = output_key
+        self.persist = persist
+
+    def attach(self, engine: Engine) -> None:
+        """Attach a fresh :class:`ignite.handlers.ProgressBar` to ``engine``."""
+        transform = None
+        if self.output_key is not None:
+            key = self.output_key
+            transform = lambda out: {key: training_scalars(out, (key,)).get(key, float("nan"))}  # noqa: E731
+        bar = ProgressBar(persist=self.persist, desc=self.desc)
+        bar.attach(engine, output_transform=transform, event_name=Events.ITERATION_COMPLETED)

@@ -1,0 +1,64 @@
+"""Breast-ultrasound data: datalists, audit, leakage-free splits, transforms and a synthetic phantom.
+
+The bundles call :func:`resolve_datalist`; the ``monai-sam audit|split|phantom`` commands wrap the rest.
+"""
+
+from monai_sam.data.audit import AuditReport, audit_dataset
+from monai_sam.data.datalist import BUSI_CLASSES, Datalist, DataWarning, build_datalist, find_masks
+from monai_sam.data.image_files import IMAGE_EXTENSIONS, check_image_file, is_mask_file
+from monai_sam.data.image_hashing import DEFAULT_HASH_THRESHOLD, content_hash, hash_groups, perceptual_hash
+from monai_sam.data.phantom import make_phantom_dataset, simulate_bmode
+from monai_sam.data.resolve import ensure_phantom, find_busi_dir, resolve_datalist
+from monai_sam.data.splits import allocate_groups, load_split, make_splits, write_splits
+
+# The transforms import MONAI (seconds); load them on first use so `monai-sam audit` starts fast.
+_LAZY_TRANSFORMS = (
+    "LoadUltrasoundImaged",
+    "RandDepthAttenuationd",
+    "RandGaind",
+    "RandSpeckleNoised",
+    "load_ultrasound_image",
+    "ultrasound_transforms",
+)
+
+
+def __getattr__(name: str):
+    """Import the MONAI transforms lazily (PEP 562)."""
+    if name in _LAZY_TRANSFORMS:
+        from monai_sam.data import transforms
+
+        return getattr(transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "BUSI_CLASSES",
+    "DEFAULT_HASH_THRESHOLD",
+    "IMAGE_EXTENSIONS",
+    "AuditReport",
+    "DataWarning",
+    "Datalist",
+    "LoadUltrasoundImaged",
+    "RandDepthAttenuationd",
+    "RandGaind",
+    "RandSpeckleNoised",
+    "allocate_groups",
+    "audit_dataset",
+    "build_datalist",
+    "check_image_file",
+    "content_hash",
+    "ensure_phantom",
+    "find_busi_dir",
+    "find_masks",
+    "hash_groups",
+    "is_mask_file",
+    "load_split",
+    "load_ultrasound_image",
+    "make_phantom_dataset",
+    "make_splits",
+    "perceptual_hash",
+    "resolve_datalist",
+    "simulate_bmode",
+    "ultrasound_transforms",
+    "write_splits",
+]

@@ -1,0 +1,447 @@
+"""``SharpnessAwareIteration``: an ``iteration_update`` running any monai_sam optimizer in MONAI trainers."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import warnings
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+
+from monai_sam.engines.accumulation import GradientBuffer, accumulation_window
+from monai_sam.engines.distributed import all_reduce_mean, average_gradients, find_ddp, no_sync
+from monai_sam.engines.events import SharpnessEvents, SharpnessKeys
+from monai_sam.engines.pass_context import RngReplay, bn_policy_context
+from monai_sam.engines.precision import PrecisionPlan, default_scaler_device, parse_dtype
+
+__all__ = ["SharpnessAwareIteration"]
+
+# DDP modes: where the passes all-reduce (see ``SharpnessAwareIteration`` and docs/monai.md).
+_DDP_SYNCED = "synced"  # every pass synchronised by DDP: one global perturbation
+_DDP_LAST_PASS = "last_pass"  # passes before the last inside no_sync; final gradient == last pass gradient
+_DDP_LOCAL = "local"  # every pass inside no_sync, then one all-reduce of the combined gradient
+
+
+def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _as_plain_tensor(value: Any) -> tuple[Any, MetaTensor | None]:
+    """Strip a MetaTensor for a compiled forward (pytorch#117026), keeping it to restore the meta later."""
+    if isinstance(value, MetaTensor):
+        return value.as_tensor(), value
+    return value, None
+
+
+def _with_meta(value: torch.Tensor, source: MetaTensor | None) -> Any:
+    if source is None:
+        return value
+    return MetaTensor(value, meta=source.meta, applied_operations=source.applied_operations)
+
+
+def _end_micro_batch(optimizer: Any) -> None:
+    """Close the passes of a micro-batch that is not the last of its accumulation window, without a base step.
+
+    The optimizer contract has no public call for this: ``perturb`` refuses to start a new step until
+    ``base_step`` ran. Resetting the pass counters is exactly what ``base_step`` does apart from stepping
+    (the step counter stays, so efficient modes and schedules count base steps, not micro-batches).
+    """
+    optimizer._passes_done = 0
+    optimizer._unperturbed = False
+
+
+def _has_post_step_correction(optimizer: torch.optim.Optimizer) -> bool:
+    """True for methods whose update is not fully described by ``.grad`` (WSAM in decoupled mode)."""
+    return bool(getattr(optimizer, "decouple", False))
+
+
+class _DistributedPlan:
+    """Where the passes of one step all-reduce under DDP (see the DDP section of docs/monai.md)."""
+
+    def __init__(self, module: Any, mode: str | None, optimizer: Any) -> None:
+        self.module = module
+        self.mode = mode
+        self.num_passes = int(optimizer.num_passes)
+        self._average_losses = mode == _DDP_SYNCED and optimizer.needs_loss
+
+    def pass_scope(self, k: int) -> contextlib.AbstractContextManager:
+        """``no_sync()`` around pass ``k`` (forward and backward) when that pass must stay local."""
+        local = self.mode == _DDP_LOCAL or (self.mode == _DDP_LAST_PASS and k < self.num_passes - 1)
+        return no_sync(self.module, local)
+
+    def loss_for_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss handed to perturb/unperturb: averaged over ranks when the passes are synchronised."""
+        return all_reduce_mean(loss, self.module.process_group) if self._average_losses else loss
+
+
+class SharpnessAwareIteration:
+    """Process function for ``SupervisedTrainer(iteration_update=...)`` running sharpness-aware optimizers.
+
+    It reads ``engine.optimizer`` on every call. A :class:`~monai_sam.optimizers.SharpnessAwareOptimizer`
+    is driven pass by pass through its manual API (``num_passes``, ``perturb``, ``unperturb``,
+    ``base_step``); a plain ``torch.optim`` optimizer runs the single pass of MONAI's own ``_iteration``
+    (same numbers, bit for bit), so one configuration can switch methods by name::
+
+        trainer = SupervisedTrainer(..., optimizer=SAM(net.parameters(), torch.optim.SGD, lr=0.1),
+                                    iteration_update=SharpnessAwareIteration(),
+                                    event_names=[SharpnessEvents])
+
+    MONAI's contract is kept: ``prepare_batch`` (2- or 4-tuple), ``engine.inferer``, FORWARD_COMPLETED
+    and LOSS_COMPLETED after the clean pass, BACKWARD_COMPLETED once the final gradient is in ``.grad``
+    (weights restored), MODEL_COMPLETED after the optimizer step, ``optim_set_to_none``, ``compile``,
+    ``accumulation_steps`` and ``amp``/``amp_kwargs``. ``loss`` and ``pred`` come from the clean pass;
+    :class:`~monai_sam.engines.SharpnessKeys` lists the extra output keys. :class:`SharpnessEvents`
+    fire between the passes (registered on the first call when missing).
+
+    Args:
+        bn_policy: BatchNorm running statistics during perturbed passes: ``"clean"`` (default; only
+            the clean pass updates them), ``"all"`` (every pass does) or ``"momentum_zero"``.
+        replay_rng: run every perturbed pass with the random state of the clean pass (same dropout
+            masks, as official SAM). Default False (fresh masks, as most PyTorch ports).
+        max_norm: clip the global norm of the final gradient (after unscaling) before the base step.
+            With WSAM ``decouple=True`` this clips the gradient the base optimizer consumes.
+        norm_type: norm used by ``max_norm`` clipping.
+        amp: run the forward passes under autocast; None follows ``engine.amp``.
+        amp_dtype: autocast dtype (``torch.float16``, ``torch.bfloat16`` or their names); None takes
+            ``engine.amp_kwargs["dtype"]``, else the device's autocast default (fp16 on CUDA, bf16 on
+            CPU). The autocast device is ``engine.state.device`` (MONAI hard-codes ``"cuda"``).
+        grad_scaler: None (default) uses a GradScaler exactly when autocast runs in float16; True
+            always under AMP; False never; a ``torch.amp.GradScaler`` instance is used with the
+            default rule instead of the one this object creates.
+        scaler_kwargs: keyword arguments of the created ``torch.amp.GradScaler`` (``init_scale``,
+            ``growth_interval``...; ``device`` defaults to "cuda" when CUDA is available, else "cpu").
+        sync_perturbation: under DistributedDataParallel, synchronise every pass (one global
+            perturbation) instead of perturbing each rank with its local gradient (default, the
+            SAM paper's m-sharpness).
+        check_finite: without a GradScaler, raise ``FloatingPointError`` naming the iteration when
+            the clean loss is NaN/inf (one host sync per iteration) instead of training on it.
+        output_index: when the network returns a tuple or list (MONAI ``ViT``: ``(logits, hidden)``),
+            use this element as ``pred``; None passes the sequence to the loss function unchanged.
+
+    Attributes:
+        scaler: the GradScaler this iteration owns (None with ``grad_scaler=False``); put it in the
+            ``CheckpointSaver`` ``save_dict`` to resume the loss scale.
+    """
+
+    def __init__(
+        self,
+        bn_policy: str = "clean",
+        replay_rng: bool = False,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        amp: bool | None = None,
+        amp_dtype: torch.dtype | str | None = None,
+        grad_scaler: bool | torch.amp.GradScaler | None = None,
+        scaler_kwargs: dict | None = None,
+        sync_perturbation: bool = False,
+        check_finite: bool = True,
+        output_index: int | None = 0,
+    ) -> None:
+        self._bn_context = bn_policy_context(bn_policy)
+        self.bn_policy = bn_policy
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"`max_norm` must be a positive number or None, got {max_norm!r}.")
+        self.replay_rng = bool(replay_rng)
+        self.max_norm = max_norm
+        self.norm_type = float(norm_type)
+        self.amp = amp
+        self.amp_dtype = parse_dtype(amp_dtype)
+        self.sync_perturbation = bool(sync_perturbation)
+        self.check_finite = bool(check_finite)
+        if output_index is not None and not isinstance(output_index, int):
+            raise TypeError(f"`output_index` must be an int or None, got {output_index!r}.")
+        self.output_index = output_index
+        if isinstance(grad_scaler, torch.amp.GradScaler):
+            if scaler_kwargs:
+                raise ValueError("`scaler_kwargs` cannot be combined with a ready `grad_scaler` instance.")
+            self.scaler: torch.amp.GradScaler | None = grad_scaler
+            self._scaler_mode: bool | None = None
+        elif grad_scaler is None or isinstance(grad_scaler, bool):
+            kwargs = {"device": default_scaler_device(), **(scaler_kwargs or {})}
+            self.scaler = None if grad_scaler is False else torch.amp.GradScaler(**kwargs)
+            self._scaler_mode = grad_scaler
+        else:
+            raise TypeError(
+                f"`grad_scaler` must be None, a bool or a torch.amp.GradScaler, got {grad_scaler!r}."
+            )
+        self._buffer = GradientBuffer()
+        self._checked_optimizer: int | None = None
+
+    # ------------------------------------------------------------------ checks and set-up
+    def _is_sharpness_aware(self, optimizer: Any) -> bool:
+        """True for monai_sam optimizers, False for plain torch ones; raises for what cannot be driven."""
+        from monai_sam.optimizers import SharpnessAwareOptimizer
+
+        if isinstance(optimizer, SharpnessAwareOptimizer):
+            return True
+        if self._checked_optimizer == id(optimizer):
+            return False
+        name = type(optimizer).__name__
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"SharpnessAwareIteration: engine.optimizer must be a torch.optim.Optimizer, got {name}."
+            )
+        if hasattr(optimizer, "first_step") and hasattr(optimizer, "second_step"):
+            raise TypeError(
+                f"SharpnessAwareIteration cannot drive {name}: it looks like another library's SAM-style "
+                "optimizer (first_step/second_step), which MONAI can only call once without a closure. "
+                "Use the equivalent monai_sam.optimizers class (see available_optimizers())."
+            )
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+        if closure is not None and closure.default is inspect.Parameter.empty:
+            raise TypeError(
+                f"SharpnessAwareIteration cannot drive {name}: its step() requires a closure (e.g. LBFGS), "
+                "which MONAI trainers do not provide. Use a gradient-based optimizer or a monai_sam method."
+            )
+        self._checked_optimizer = id(optimizer)
+        return False
+
+    @staticmethod
+    def _ensure_events(engine: Any) -> None:
+        """Register :class:`SharpnessEvents` on first use (earlier handlers need ``event_names``)."""
+        if not engine.has_registered_events(SharpnessEvents.PERTURBED):
+            engine.register_events(*SharpnessEvents)
+
+    def _precision(self, engine: Any, optimizer: Any, sharpness: bool) -> PrecisionPlan:
+        device = engine.state.device if engine.state.device is not None else torch.device("cpu")
+        device = torch.device(device)
+        amp = bool(engine.amp) if self.amp is None else self.amp
+        if not amp:
+            if self._scaler_mode is True:
+                raise ValueError(
+                    "SharpnessAwareIteration: grad_scaler=True needs AMP (amp=True or engine.amp)."
+                )
+            return PrecisionPlan(device.type)
+        kwargs = dict(getattr(engine, "amp_kwargs", None) or {})
+        if self.amp_dtype is not None:
+            kwargs["dtype"] = self.amp_dtype
+        dtype = kwargs.get("dtype") or torch.get_autocast_dtype(device.type)
+        use_scaler = self.scaler is not None and (
+            self._scaler_mode if self._scaler_mode is not None else dtype == torch.float16
+        )
+        if not use_scaler:
+            return PrecisionPlan(device.type, kwargs)
+        if sharpness and not getattr(optimizer, "supports_grad_scaler", True):
+            raise ValueError(
+                f"{type(optimizer).__name__} does not support a GradScaler (supports_grad_scaler=False): use "
+                "bfloat16 autocast (amp_dtype='bfloat16') or fp32, or pass grad_scaler=False."
+            )
+        scaler_device = getattr(self.scaler, "_device", device.type)
+        if scaler_device != device.type:
+            raise ValueError(
+                f"SharpnessAwareIteration: the GradScaler is for device {scaler_device!r} but the engine "
+                f"runs on {device.type!r}; pass scaler_kwargs={{'device': {device.type!r}}}."
+            )
+        return PrecisionPlan(device.type, kwargs, self.scaler)
+
+    def _ddp_mode(self, engine: Any, optimizer: Any) -> str | None:
+        if find_ddp(engine.network) is None:
+            return None
+        if self.sync_perturbation:
+            return _DDP_SYNCED
+        from monai_sam import optimizers
+
+        last_pass_methods = {getattr(optimizers, name, None) for name in ("SAM", "ASAM")}
+        if type(optimizer) in last_pass_methods:
+            return _DDP_LAST_PASS
+        if _has_post_step_correction(optimizer):
+            raise ValueError(
+                f"{type(optimizer).__name__} with decouple=True applies part of its update after the base "
+                "step from gradients kept inside the optimizer, so per-rank perturbations would "
+                "desynchronise the ranks under DistributedDataParallel: pass sync_perturbation=True "
+                "(or use decouple=False)."
+            )
+        return _DDP_LOCAL
+
+    # ------------------------------------------------------------------ passes
+    def _prepare(self, engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, dict, MetaTensor | None, Any]:
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        if len(batch) == 2:
+            inputs, targets = batch
+            args: tuple = ()
+            kwargs: dict = {}
+        else:
+            inputs, targets, args, kwargs = batch
+        inputs_meta = targets_meta = None
+        if getattr(engine, "compile", False):
+            if isinstance(inputs, MetaTensor):
+                warnings.warn(
+                    "Will convert to PyTorch Tensor if using compile, and casting back to MetaTensor "
+                    "after the forward pass.",
+                    stacklevel=2,
+                )
+            inputs, inputs_meta = _as_plain_tensor(inputs)
+            targets, targets_meta = _as_plain_tensor(targets)
+        return inputs, targets, args, kwargs, inputs_meta, targets_meta
+
+    def _select_output(self, pred: Any) -> Any:
+        if self.output_index is not None and isinstance(pred, (tuple, list)):
+            return pred[self.output_index]
+        return pred
+
+    def _clean_pass(
+        self, engine: Any, plan: PrecisionPlan, inputs: Any, targets: Any, args: tuple, kwargs: dict
+    ):
+        """Pass 0 forward + loss, firing FORWARD_COMPLETED and LOSS_COMPLETED like MONAI's ``_iteration``."""
+        with plan.autocast():
+            pred = engine.inferer(inputs, engine.network, *args, **kwargs)
+            engine.state.output[Keys.PRED] = self._select_output(pred)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            engine.state.output[Keys.LOSS] = engine.loss_function(
+                engine.state.output[Keys.PRED], targets
+            ).mean()
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        loss = engine.state.output[Keys.LOSS]
+        if self.check_finite and plan.scaler is None and not bool(torch.isfinite(loss).all()):
+            raise FloatingPointError(
+                f"SharpnessAwareIteration: the clean loss is {loss.detach().float().item()} at iteration "
+                f"{engine.state.iteration} (epoch {engine.state.epoch}); training stopped instead of "
+                "continuing on NaN/inf. Lower the learning rate or rho, check the data, or pass "
+                "check_finite=False."
+            )
+        return loss
+
+    def _perturbed_pass(
+        self, engine: Any, plan: PrecisionPlan, inputs: Any, targets: Any, args: tuple, kwargs: dict
+    ):
+        with plan.autocast():
+            pred = self._select_output(engine.inferer(inputs, engine.network, *args, **kwargs))
+            return engine.loss_function(pred, targets).mean()
+
+    def _optimizer_step(self, engine: Any, optimizer: Any, plan: PrecisionPlan, sharpness: bool) -> None:
+        """Unscale (only when clipping), clip, step, update the scale."""
+        scaler = plan.scaler
+        if self.max_norm is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer.base_optimizer if sharpness else optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                _optimizer_params(optimizer), self.max_norm, norm_type=self.norm_type, foreach=True
+            )
+        if sharpness:
+            optimizer.base_step(scaler)
+        elif scaler is not None:
+            scaler.step(optimizer)
+        else:
+            optimizer.step()
+        if scaler is not None:
+            scaler.update()
+
+    def _single_pass(
+        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, window: tuple
+    ) -> None:
+        """MONAI's ``_iteration`` body for a plain optimizer (same operations in the same order)."""
+        acc = engine.accumulation_steps
+        starts, ends = window
+        if starts:
+            optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        loss = self._clean_pass(engine, plan, *batch)
+        plan.backward(loss / acc if acc > 1 else loss)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if ends:
+            self._optimizer_step(engine, optimizer, plan, sharpness=False)
+
+    def _sharpness_passes(
+        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, window: tuple
+    ) -> None:
+        """All passes of one micro-batch, then the base step when the accumulation window ends."""
+        acc = engine.accumulation_steps
+        if acc > 1 and _has_post_step_correction(optimizer):
+            raise ValueError(
+                f"{type(optimizer).__name__} with decouple=True keeps part of its update inside the "
+                "optimizer, which gradient accumulation cannot sum: use accumulation_steps=1 or "
+                "decouple=False."
+            )
+        ddp = _DistributedPlan(find_ddp(engine.network), self._ddp_mode(engine, optimizer), optimizer)
+        self._run_passes(engine, optimizer, plan, batch, ddp)
+        ends = window[1]
+        params = _optimizer_params(optimizer)
+        if acc > 1:
+            self._buffer.add_grads(params)
+            if ends:
+                self._buffer.write_to_grads(params)
+            else:
+                _end_micro_batch(optimizer)
+        if ends and ddp.mode == _DDP_LOCAL:
+            average_gradients(params, ddp.module.process_group)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if ends:
+            self._optimizer_step(engine, optimizer, plan, sharpness=True)
+
+    def _run_passes(
+        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, ddp: _DistributedPlan
+    ) -> None:
+        """Pass 0, perturb + pass k for the others, unperturb: the final gradient is left in ``.grad``."""
+        acc = engine.accumulation_steps
+        rng = RngReplay(torch.device(engine.state.device or "cpu")) if self.replay_rng else None
+        optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        if rng is not None:
+            rng.capture()
+        with ddp.pass_scope(0):
+            clean_loss = self._clean_pass(engine, plan, *batch)
+            plan.backward(clean_loss / acc if acc > 1 else clean_loss)
+        self._pass_completed(engine, 0)
+        last_loss = clean_loss.detach()
+        perturbed_losses = []
+        for k in range(1, ddp.num_passes):
+            optimizer.perturb(ddp.loss_for_optimizer(last_loss))
+            engine.fire_event(SharpnessEvents.PERTURBED)
+            replay = rng.replay() if rng is not None else contextlib.nullcontext()
+            # The backward stays inside the BN context: autograd saved the running buffers it restores.
+            with ddp.pass_scope(k), self._bn_context(engine.network):
+                with replay:
+                    loss = self._perturbed_pass(engine, plan, *batch)
+                plan.backward(loss / acc if acc > 1 else loss)
+            last_loss = loss.detach()
+            perturbed_losses.append(last_loss)
+            self._pass_completed(engine, k)
+        self._record_losses(engine, clean_loss.detach(), perturbed_losses, ddp.num_passes)
+        optimizer.unperturb(ddp.loss_for_optimizer(last_loss))
+        engine.fire_event(SharpnessEvents.RESTORED)
+
+    @staticmethod
+    def _pass_completed(engine: Any, index: int) -> None:
+        engine.state.sharpness_pass = index
+        engine.fire_event(SharpnessEvents.PASS_COMPLETED)
+
+    @staticmethod
+    def _record_losses(
+        engine: Any, clean: torch.Tensor, perturbed: list[torch.Tensor], num_passes: int
+    ) -> None:
+        first = perturbed[0] if perturbed else torch.full_like(clean, math.nan)
+        engine.state.output[SharpnessKeys.LOSS_PERTURBED] = first
+        engine.state.output[SharpnessKeys.SHARPNESS] = first - clean
+        engine.state.output[SharpnessKeys.NUM_PASSES] = num_passes
+
+    # ------------------------------------------------------------------ entry point
+    def __call__(self, engine: Any, batchdata: Any) -> Any:
+        """Run one training iteration on ``batchdata`` and return ``engine.state.output``."""
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        optimizer = engine.optimizer
+        sharpness = self._is_sharpness_aware(optimizer)
+        if sharpness:
+            self._ensure_events(engine)
+        plan = self._precision(engine, optimizer, sharpness)
+        inputs, targets, args, kwargs, inputs_meta, targets_meta = self._prepare(engine, batchdata)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        window = accumulation_window(
+            engine.state.iteration, engine.state.epoch_length, getattr(engine, "accumulation_steps", 1)
+        )
+        engine.network.train()
+        batch = (inputs, targets, args, kwargs)
+        if sharpness:
+            self._sharpness_passes(engine, optimizer, plan, batch, window)
+        else:
+            self._single_pass(engine, optimizer, plan, batch, window)
+        if inputs_meta is not None:
+            engine.state.output[Keys.IMAGE] = _with_meta(inputs, inputs_meta)
+            engine.state.output[Keys.PRED] = _with_meta(engine.state.output[Keys.PRED], inputs_meta)
+        if targets_meta is not None:
+            engine.state.output[Keys.LABEL] = _with_meta(targets, targets_meta)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

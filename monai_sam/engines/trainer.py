@@ -1,0 +1,131 @@
+"""``SharpnessAwareTrainer``: MONAI's ``SupervisedTrainer`` with the sharpness-aware iteration built in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
+from monai.engines.workflow import Workflow
+from monai.inferers import Inferer
+from monai.transforms import Transform
+from torch.utils.data import DataLoader
+
+from monai_sam.engines.events import SharpnessEvents
+from monai_sam.engines.iteration import SharpnessAwareIteration
+
+__all__ = ["SharpnessAwareTrainer"]
+
+
+class SharpnessAwareTrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` whose iteration is a :class:`SharpnessAwareIteration`.
+
+    It takes ``SupervisedTrainer``'s arguments (except ``iteration_update``) plus the iteration's
+    options, all nameable from a bundle config. :class:`SharpnessEvents` are registered before the
+    ``train_handlers`` attach, and ``trainer.scaler`` is the iteration's own GradScaler from
+    construction on (MONAI's trainer creates a fresh, uncheckpointable one in every ``run()``), so it
+    can go into a ``CheckpointSaver``/``CheckpointLoader`` ``save_dict`` as ``"$@trainer.scaler"``.
+
+    Args:
+        device, max_epochs, train_data_loader, network, optimizer, loss_function, epoch_length,
+        non_blocking, prepare_batch, inferer, postprocessing, key_train_metric, additional_metrics,
+        metric_cmp_fn, train_handlers, amp, event_names, event_to_attr, decollate, optim_set_to_none,
+        to_kwargs, amp_kwargs, compile, compile_kwargs, accumulation_steps: as in ``SupervisedTrainer``.
+        bn_policy, replay_rng, max_norm, norm_type, amp_dtype, grad_scaler, scaler_kwargs,
+        sync_perturbation, check_finite, output_index: as in :class:`SharpnessAwareIteration`
+        (its ``amp`` follows this trainer's ``amp``).
+
+    Attributes:
+        iteration: the :class:`SharpnessAwareIteration` in use.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: Callable,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = default_prepare_batch,
+        inferer: Inferer | None = None,
+        postprocessing: Transform | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        event_names: list | None = None,
+        event_to_attr: dict | None = None,
+        decollate: bool = True,
+        optim_set_to_none: bool = False,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
+        accumulation_steps: int = 1,
+        bn_policy: str = "clean",
+        replay_rng: bool = False,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        amp_dtype: torch.dtype | str | None = None,
+        grad_scaler: bool | torch.amp.GradScaler | None = None,
+        scaler_kwargs: dict | None = None,
+        sync_perturbation: bool = False,
+        check_finite: bool = True,
+        output_index: int | None = 0,
+    ) -> None:
+        self.iteration = SharpnessAwareIteration(
+            bn_policy=bn_policy,
+            replay_rng=replay_rng,
+            max_norm=max_norm,
+            norm_type=norm_type,
+            amp=None,
+            amp_dtype=amp_dtype,
+            grad_scaler=grad_scaler,
+            scaler_kwargs=scaler_kwargs,
+            sync_perturbation=sync_perturbation,
+            check_finite=check_finite,
+            output_index=output_index,
+        )
+        events: list[Any] = list(event_names or [])
+        if SharpnessEvents not in events:
+            events.append(SharpnessEvents)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=self.iteration,
+            inferer=inferer,
+            postprocessing=postprocessing,
+            key_train_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            train_handlers=train_handlers,
+            amp=amp,
+            event_names=events,
+            event_to_attr=event_to_attr,
+            decollate=decollate,
+            optim_set_to_none=optim_set_to_none,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+            compile=compile,
+            compile_kwargs=compile_kwargs,
+            accumulation_steps=accumulation_steps,
+        )
+        self.scaler = self.iteration.scaler
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run training; unlike ``Trainer.run`` it keeps ``self.scaler`` (the iteration's) across calls."""
+        self.scaler = self.iteration.scaler
+        Workflow.run(self)

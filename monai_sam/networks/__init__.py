@@ -1,0 +1,22 @@
+"""Classification networks by name, and local pretrained-weight loading (ImageNet stems on grey input)."""
+
+from monai_sam.networks.factory import NetworkSpec, available_networks, build_network, network_spec
+from monai_sam.networks.pretrained import (
+    PretrainedReport,
+    adapt_input_channels,
+    load_pretrained_weights,
+    read_state_dict,
+)
+from monai_sam.networks.vit import ViTClassifier
+
+__all__ = [
+    "NetworkSpec",
+    "PretrainedReport",
+    "ViTClassifier",
+    "adapt_input_channels",
+    "available_networks",
+    "build_network",
+    "load_pretrained_weights",
+    "network_spec",
+    "read_state_dict",
+]

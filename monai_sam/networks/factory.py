@@ -1,0 +1,211 @@
+"""Classification networks for 2-D (ultrasound) images, built by name.
+
+CNN family: ``resnet50`` (the paper's CNN), ``resnet18`` (CPU scale), both MONAI ResNets with the
+torchvision stem (7x7 stride-2 conv + max-pool) and torchvision parameter names, so torchvision ImageNet
+files load; ``vgg16`` and ``vgg16_bn`` from torchvision. Transformer family: ``vit`` (MONAI ViT-B/16),
+``vit_small`` (a 6-layer, 192-wide MONAI ViT for CPU runs), ``swin_t`` (torchvision Swin-T) and
+``swin_micro`` (a 48-wide Swin for CPU runs). Every network takes ``in_channels`` channels and returns
+one ``(batch, num_classes)`` logits tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torchvision
+from monai.networks.nets import resnet18, resnet50
+from torch import nn
+
+from monai_sam.networks.pretrained import load_pretrained_weights
+from monai_sam.networks.vit import ViTClassifier
+
+__all__ = ["NetworkSpec", "available_networks", "build_network", "network_spec"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """How to build one named network and where its input layer and head live.
+
+    Attributes:
+        builder: ``builder(num_classes, in_channels, image_size, **kwargs) -> nn.Module``.
+        input_key: state-dict name of the first layer's weight (adapted to ``in_channels`` on loading).
+        head_prefixes: state-dict name prefixes of the classification head.
+        family: ``"cnn"`` or ``"transformer"``.
+        description: one line for listings and docs.
+    """
+
+    builder: Callable[..., nn.Module]
+    input_key: str
+    head_prefixes: tuple[str, ...]
+    family: str
+    description: str
+
+
+def _monai_resnet(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Builder for a 2-D MONAI ResNet with torchvision's stem and parameter names."""
+
+    def build(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+        options = {"conv1_t_stride": 2, "bias_downsample": False, **kwargs}
+        return factory(spatial_dims=2, n_input_channels=in_channels, num_classes=num_classes, **options)
+
+    return build
+
+
+def _vgg(name: str) -> Callable[..., nn.Module]:
+    """Builder for a torchvision VGG with ``in_channels`` inputs (adaptive pooling: any size >= 32)."""
+
+    def build(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+        net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kwargs)
+        first = net.features[0]
+        if in_channels != first.in_channels:
+            net.features[0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride, 1)
+        return net
+
+    return build
+
+
+def _swin(**arch) -> Callable[..., nn.Module]:
+    """Builder for a torchvision Swin transformer (pads internally: any size that is a multiple of 32)."""
+
+    def build(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+        options = {
+            "patch_size": [4, 4],
+            "window_size": [7, 7],
+            "stochastic_depth_prob": 0.2,
+            **arch,
+            **kwargs,
+        }
+        net = torchvision.models.SwinTransformer(num_classes=num_classes, **options)
+        first = net.features[0][0]
+        if in_channels != first.in_channels:
+            net.features[0][0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride)
+        return net
+
+    return build
+
+
+def _vit(**arch) -> Callable[..., nn.Module]:
+    """Builder for a MONAI ViT classifier at a fixed ``image_size``."""
+
+    def build(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+        options = {**arch, **kwargs}
+        patch = options.pop("patch_size")
+        if image_size % patch:
+            raise ValueError(f"image_size {image_size} must be a multiple of the ViT patch size {patch}")
+        return ViTClassifier(in_channels, image_size, patch, num_classes, spatial_dims=2, **options)
+
+    return build
+
+
+_NETWORKS: dict[str, NetworkSpec] = {
+    "resnet50": NetworkSpec(
+        _monai_resnet(resnet50), "conv1.weight", ("fc.",), "cnn", "MONAI ResNet-50, 2-D, 23.5 M params"
+    ),
+    "resnet18": NetworkSpec(
+        _monai_resnet(resnet18), "conv1.weight", ("fc.",), "cnn", "MONAI ResNet-18, 2-D, 11.2 M params (CPU)"
+    ),
+    "vgg16": NetworkSpec(
+        _vgg("vgg16"), "features.0.weight", ("classifier.6.",), "cnn", "torchvision VGG-16, 134 M params"
+    ),
+    "vgg16_bn": NetworkSpec(
+        _vgg("vgg16_bn"), "features.0.weight", ("classifier.6.",), "cnn", "torchvision VGG-16 with BatchNorm"
+    ),
+    "vit": NetworkSpec(
+        _vit(patch_size=16, hidden_size=768, mlp_dim=3072, num_layers=12, num_heads=12, qkv_bias=True),
+        "patch_embedding.patch_embeddings.weight",
+        ("classification_head.",),
+        "transformer",
+        "MONAI ViT-B/16, 86 M params, fixed image_size (multiple of 16)",
+    ),
+    "vit_small": NetworkSpec(
+        _vit(patch_size=16, hidden_size=192, mlp_dim=768, num_layers=6, num_heads=3, qkv_bias=True),
+        "patch_embedding.patch_embeddings.weight",
+        ("classification_head.",),
+        "transformer",
+        "MONAI ViT, patch 16, 6 layers, width 192, 3 heads, 2.7 M params (CPU)",
+    ),
+    "swin_t": NetworkSpec(
+        _swin(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
+        "features.0.0.weight",
+        ("head.",),
+        "transformer",
+        "torchvision Swin-T, 28 M params",
+    ),
+    "swin_micro": NetworkSpec(
+        _swin(embed_dim=48, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24], stochastic_depth_prob=0.1),
+        "features.0.0.weight",
+        ("head.",),
+        "transformer",
+        "torchvision Swin, width 48, depths 2-2-2-2, 5 M params (CPU)",
+    ),
+}
+
+
+def available_networks() -> list[str]:
+    """Names accepted by :func:`build_network`."""
+    return sorted(_NETWORKS)
+
+
+def network_spec(name: str) -> NetworkSpec:
+    """The :class:`NetworkSpec` of ``name`` (case-insensitive).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    key = str(name).lower()
+    if key not in _NETWORKS:
+        raise ValueError(f"unknown network {name!r}; available networks: {', '.join(available_networks())}")
+    return _NETWORKS[key]
+
+
+def build_network(
+    name: str,
+    num_classes: int,
+    in_channels: int = 1,
+    image_size: int = 224,
+    pretrained_path: str | os.PathLike | None = None,
+    reinit_head: bool = False,
+    strict: bool = True,
+    **kwargs,
+) -> nn.Module:
+    """Build a classification network by name, optionally initialised from a local weights file.
+
+    Args:
+        name: one of :func:`available_networks` (case-insensitive).
+        num_classes: number of classes (output logits), at least 2.
+        in_channels: input channels (1 for grey ultrasound).
+        image_size: input side length; fixed for ViTs (a multiple of the patch size), informative for
+            the others.
+        pretrained_path: a LOCAL weights file (state dict or checkpoint dict with ``model``/``state_dict``);
+            ``None`` or ``""`` for random initialisation. torchvision ImageNet files fit ``resnet18``,
+            ``resnet50``, ``vgg16``, ``vgg16_bn`` and ``swin_t``; the ViTs take MONAI ViT weights.
+            3-channel first layers are summed to 1 channel (exact for grey images).
+        reinit_head: keep a fresh head when the file's head has another shape (e.g. ImageNet's 1000).
+        strict: raise when the file lacks network tensors or holds unknown ones.
+        kwargs: passed to the underlying constructor (e.g. ``dropout_rate`` for ViTs).
+
+    Raises:
+        ValueError: unknown name, invalid sizes, or weights that do not fit (the tensor and shapes named).
+    """
+    spec = network_spec(name)
+    for label, value, low in (("num_classes", num_classes, 2), ("in_channels", in_channels, 1)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    if int(image_size) != image_size or image_size < 32:
+        raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+    net = spec.builder(int(num_classes), int(in_channels), int(image_size), **kwargs)
+    if pretrained_path:
+        load_pretrained_weights(
+            net,
+            pretrained_path,
+            input_key=spec.input_key,
+            head_prefixes=spec.head_prefixes,
+            reinit_head=reinit_head,
+            strict=strict,
+        )
+    return net

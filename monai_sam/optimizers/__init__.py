@@ -1,0 +1,34 @@
+"""Sharpness-aware optimizers as real ``torch.optim.Optimizer`` s.
+
+All methods wrap a base optimizer (SGD, Adam, AdamW, ...) and share its param groups and state, so LR
+schedulers, checkpointing and per-group settings work as with any torch optimizer. See ``docs/optimizers.md``.
+"""
+
+from monai_sam.optimizers.asam import ASAM
+from monai_sam.optimizers.base import SharpnessAwareOptimizer
+from monai_sam.optimizers.crsam import CRSAM
+from monai_sam.optimizers.detsam import DetSAM
+from monai_sam.optimizers.factory import available_optimizers, create_optimizer
+from monai_sam.optimizers.frobsam import FrobSAM
+from monai_sam.optimizers.gsam import GSAM
+from monai_sam.optimizers.looksam import LookSAM
+from monai_sam.optimizers.rho_schedule import GSAMRhoScheduler
+from monai_sam.optimizers.sam import SAM
+from monai_sam.optimizers.ssam import SSAM
+from monai_sam.optimizers.wsam import WSAM
+
+__all__ = [
+    "ASAM",
+    "CRSAM",
+    "GSAM",
+    "SAM",
+    "SSAM",
+    "WSAM",
+    "DetSAM",
+    "FrobSAM",
+    "GSAMRhoScheduler",
+    "LookSAM",
+    "SharpnessAwareOptimizer",
+    "available_optimizers",
+    "create_optimizer",
+]

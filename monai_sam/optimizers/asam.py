@@ -1,0 +1,72 @@
+"""ASAM: Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization" (ICML 2021)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from monai_sam.optimizers.base import SharpnessAwareOptimizer, _check_range
+
+__all__ = ["ASAM", "is_weight_tensor"]
+
+
+def is_weight_tensor(param: Tensor) -> bool:
+    """Default ASAM selector: matrices and kernels (``ndim > 1``), not 1-D biases and norm parameters."""
+    return param.ndim > 1
+
+
+class ASAM(SharpnessAwareOptimizer):
+    """Adaptive SAM: ``e = rho * T^2 g0 / (||T g0|| + eps)`` with ``T = |w| + eta`` element-wise.
+
+    ``T`` applies to the tensors chosen by ``adaptive`` (default: weight matrices and kernels, as in the
+    official code which scales tensors named "weight"); other tensors use ``T = 1``. The constraint
+    ``||T^{-1} e|| = rho`` is active. Two passes, one peak buffer (weight backup) plus a temporary for ``T``.
+
+    Args:
+        params: parameters or param-group dicts.
+        base_optimizer: optimizer class (built with ``base_kwargs``) or a ready instance.
+        rho: radius in the adaptive metric (>= 0; official default 0.5).
+        eta: offset of ``T`` (>= 0), keeps the perturbation of zero weights non-zero.
+        adaptive: predicate choosing the tensors scaled by ``T``; ``None`` means every tensor.
+        eps: added to the norm.
+        interval: perturb only every ``interval``-th step.
+        base_kwargs: keyword arguments of the base optimizer.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
+        rho: float = 0.5,
+        eta: float = 0.01,
+        adaptive: Callable[[Tensor], bool] | None = is_weight_tensor,
+        eps: float = 1e-12,
+        interval: int = 1,
+        **base_kwargs: Any,
+    ) -> None:
+        self.adaptive = adaptive
+        super().__init__(
+            params,
+            base_optimizer,
+            hyperparameters={"rho": rho, "eta": eta},
+            eps=eps,
+            interval=interval,
+            **base_kwargs,
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        super()._validate_group(group)
+        _check_range("eta", group["eta"], 0.0, float("inf"))
+
+    def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None]:
+        chosen = [p for p in params if self.adaptive is None or self.adaptive(p)]
+        t_values = torch._foreach_abs(chosen) if chosen else []
+        if chosen:
+            torch._foreach_add_(t_values, group["eta"])
+        lookup = dict(zip(map(id, chosen), t_values))
+        return [lookup.get(id(p)) for p in params]

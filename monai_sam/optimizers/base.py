@@ -1,0 +1,511 @@
+"""The shared base class of every sharpness-aware optimizer in monai-sam.
+
+A sharpness-aware step runs several forward/backward passes over the same mini-batch at nearby points
+(``w``, ``w + e``, ...), restores ``w`` by copy and hands one combined gradient to a base optimizer
+(SGD, Adam, AdamW, ...). :class:`SharpnessAwareOptimizer` owns everything that is common to all methods:
+the pass-by-pass state machine, the base optimizer and its shared param groups and state, restoring the
+weights, the SAM-style ascent, the closure API, GradScaler support, the ``interval`` efficient mode and
+checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine` and, rarely,
+:meth:`_after_base_step`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from monai_sam.optimizers.functional import global_norm, inverse_norm, scale_by, zero_non_finite_
+
+__all__ = ["SharpnessAwareOptimizer"]
+
+BACKUP = "sam_backup"  # peak: copy of w taken before the first perturbation of a step
+CLEAN_GRAD = "sam_clean_grad"  # peak: g0 (the pass-0 gradient tensor itself, moved, not copied)
+
+_STEP_HINT = (
+    "{name}.step() needs a closure that computes the loss, calls loss.backward() and returns the loss; "
+    "it is called once per pass. "
+    "Without a closure use the pass-by-pass API: perturb() after each backward but the last, then "
+    "unperturb() and base_step(). MONAI users: monai_sam.engines.SharpnessAwareIteration drives it for you."
+)
+
+
+def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open=False):
+    """Raise ValueError naming ``name`` unless ``low <(=) value <(=) high``."""
+    ok_low = value > low if low_open else value >= low
+    ok_high = value < high if high_open else value <= high
+    if not (ok_low and ok_high):
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"Invalid {name}={value!r}: must be in {lo}{low}, {high}{hi}.")
+
+
+class SharpnessAwareOptimizer(Optimizer):
+    """Base class: a base optimizer wrapped into a multi-pass sharpness-aware step.
+
+    Subclasses call ``super().__init__`` with their method hyperparameters in ``hyperparameters``; these are
+    written into every param group (``setdefault``, so per-group values win) where schedulers can change
+    them, and into :attr:`defaults`.
+
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer.
+        base_optimizer: an optimizer class, built as ``base_optimizer(params, **base_kwargs)``, or a ready
+            instance over the same parameters (then ``base_kwargs`` must be empty).
+        hyperparameters: the method's per-group hyperparameters (``rho``, ``alpha``, ...).
+        eps: added to every norm the method divides by (``rho / (norm + eps)``).
+        interval: efficient mode: perturb only on every ``interval``-th step (the first step included);
+            the other steps run ONE pass and hand the clean gradient to the base optimizer.
+        base_kwargs: keyword arguments of the base optimizer class (``lr``, ``momentum``, ...).
+
+    Attributes:
+        base_optimizer: the wrapped optimizer; ``param_groups`` and ``state`` are shared with it.
+        last_perturbation_skipped: 0-d bool tensor, True when the last clean gradient was not finite and the
+            perturbation was therefore zero.
+        last_grad_norm: 0-d fp32 tensor, global norm of the last clean gradient.
+    """
+
+    #: True when perturb()/unperturb() need the loss of the pass just done.
+    needs_loss: bool = False
+    #: True when the method is exact with gradients scaled by a GradScaler (never unscaled between passes).
+    supports_grad_scaler: bool = True
+    #: forward/backward passes of a full (perturbing) step.
+    passes_per_step: int = 2
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
+        hyperparameters: dict[str, Any] | None = None,
+        eps: float = 1e-12,
+        interval: int = 1,
+        **base_kwargs: Any,
+    ) -> None:
+        hyper = dict(hyperparameters or {})
+        _check_range("eps", eps, 0.0, float("inf"))
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"Invalid interval={interval!r}: must be an integer >= 1.")
+        base = self._build_base(params, base_optimizer, base_kwargs)
+        clash = sorted(set(hyper) & set(base.defaults))
+        if clash:
+            raise ValueError(
+                f"{type(self).__name__}: the base optimizer {type(base).__name__} uses the param-group "
+                f"key(s) {clash} for its own hyperparameters; they would shadow the method's. "
+                "Choose another base optimizer."
+            )
+        # Optimizer.__init__ setdefault()s the hyperparameters into the base's group dicts in place.
+        super().__init__(base.param_groups, hyper)
+        self.base_optimizer = base
+        self.param_groups = base.param_groups
+        self.state = base.state
+        # The method's own per-parameter tensors. Not in the shared ``state``: base optimizers such as Adam
+        # initialise a parameter's state when its dict is empty, so foreign keys there would break them.
+        self.method_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        self.eps = float(eps)
+        self.interval = interval
+        for group in self.param_groups:
+            self._validate_group(group)
+        self._step_count = 0  # completed steps (full or skipped)
+        self._passes_done = 0  # perturb() calls in the current step
+        self._unperturbed = False
+        self._full_step = True
+        device = self._first_param().device
+        self.last_perturbation_skipped = torch.zeros((), dtype=torch.bool, device=device)
+        self.last_grad_norm = torch.zeros((), dtype=torch.float32, device=device)
+
+    @staticmethod
+    def _build_base(params, base_optimizer, base_kwargs: dict[str, Any]) -> Optimizer:
+        if isinstance(base_optimizer, Optimizer):
+            if base_kwargs:
+                raise ValueError(
+                    f"base_optimizer is a ready instance; unexpected base kwargs {sorted(base_kwargs)} "
+                    "(configure the instance instead, or pass its class)."
+                )
+            own = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
+            given = []
+            for item in params:
+                given.extend(item["params"] if isinstance(item, dict) else [item])
+            if {id(p) for p in given} != own:
+                raise ValueError(
+                    "params must be exactly the parameters of the given base_optimizer instance."
+                )
+            return base_optimizer
+        if inspect.isclass(base_optimizer) and issubclass(base_optimizer, Optimizer):
+            return base_optimizer(params, **base_kwargs)
+        raise TypeError(
+            f"base_optimizer must be a torch.optim.Optimizer class or instance, got {base_optimizer!r}."
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Check the method hyperparameters of one param group (subclasses extend)."""
+        if "rho" in group:
+            _check_range("rho", group["rho"], 0.0, float("inf"))
+
+    def _first_param(self) -> Tensor:
+        return self.param_groups[0]["params"][0]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group to the base optimizer, with this method's hyperparameter defaults."""
+        if not hasattr(self, "base_optimizer"):  # called by Optimizer.__init__
+            super().add_param_group(param_group)
+            return
+        for key, value in self.defaults.items():
+            param_group.setdefault(key, value)
+        self._validate_group(param_group)
+        self.base_optimizer.add_param_group(param_group)
+
+    # ------------------------------------------------------------------ step bookkeeping
+    @property
+    def num_passes(self) -> int:
+        """Forward/backward passes the NEXT step takes (1 on a step skipped by ``interval``)."""
+        return self.passes_per_step if self._step_count % self.interval == 0 else 1
+
+    def _check_loss(self, loss: Tensor | None, call: str) -> None:
+        if self.needs_loss and loss is None:
+            raise ValueError(
+                f"{type(self).__name__}.{call}() needs the unscaled loss of the pass just done: "
+                f"{call}(loss.detach())."
+            )
+
+    @torch.no_grad()
+    def perturb(self, loss: Tensor | None = None) -> None:
+        """Consume the gradients of the pass just done and move the weights to the next pass's point.
+
+        Clears the gradients (``set_to_none``) afterwards.
+
+        Args:
+            loss: the unscaled, detached loss of that pass (required when :attr:`needs_loss`).
+        """
+        n = self.num_passes
+        if self._unperturbed:
+            raise RuntimeError(
+                f"{type(self).__name__}.perturb(): call base_step() to finish this step first."
+            )
+        if self._passes_done >= n - 1:
+            raise RuntimeError(
+                f"{type(self).__name__}.perturb() called after pass {self._passes_done + 1} of {n}: "
+                "this was the last pass, call unperturb() now."
+            )
+        self._check_loss(loss, "perturb")
+        self._full_step = True
+        self._after_pass(self._passes_done, loss)
+        self.zero_grad(set_to_none=True)
+        self._passes_done += 1
+
+    @torch.no_grad()
+    def unperturb(self, loss: Tensor | None = None) -> None:
+        """Consume the last pass's gradients, restore ``w`` by copy and write the final gradient to ``.grad``.
+
+        Args:
+            loss: the unscaled, detached loss of the last pass (required when :attr:`needs_loss`).
+        """
+        n = self.num_passes
+        if self._unperturbed:
+            raise RuntimeError(f"{type(self).__name__}.unperturb() called twice: call base_step() now.")
+        if self._passes_done != n - 1:
+            raise RuntimeError(
+                f"{type(self).__name__}.unperturb() called after {self._passes_done + 1} of {n} passes: "
+                "call perturb() after each backward but the last."
+            )
+        self._check_loss(loss, "unperturb")
+        if n == 1:
+            self._full_step = False
+            self._single_pass(loss)
+        else:
+            self._restore()
+            self._combine(loss)
+            # A non-finite clean gradient must skip the step even when the later passes were finite
+            # (the perturbation was zeroed): a GradScaler then skips it and lowers the scale.
+            self._poison_final_grad(self.last_perturbation_skipped)
+        self._unperturbed = True
+
+    def base_step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        """Step the base optimizer with the final gradient, then apply any post-step correction.
+
+        Args:
+            scaler: an optional GradScaler; when enabled, ``scaler.step(self.base_optimizer)`` is used (it
+                unscales unless the caller already did). ``scaler.update()`` is left to the caller.
+        """
+        if not self._unperturbed:
+            raise RuntimeError(
+                f"{type(self).__name__}.base_step() before unperturb(): finish the passes of this step first."
+            )
+        skipped = inv_scale = None
+        if scaler is not None and scaler.is_enabled():
+            scaler.step(self.base_optimizer)
+            skipped, inv_scale = self._scaler_outcome(scaler)
+        else:
+            self.base_optimizer.step()
+        if self._full_step:
+            with torch.no_grad():
+                self._after_base_step(skipped, inv_scale)
+        # What torch's LR schedulers check to tell that the optimizer has stepped.
+        self._opt_called = True
+        self._step_count += 1
+        self._passes_done = 0
+        self._unperturbed = False
+
+    def _scaler_outcome(self, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor]:
+        """(skipped, 1/scale) of the scaler step just taken, as device tensors (no host sync)."""
+        device = self._first_param().device
+        found = scaler._per_optimizer_states[id(self.base_optimizer)]["found_inf_per_device"]
+        skipped = torch.zeros((), dtype=torch.bool, device=device)
+        for value in found.values():
+            skipped = skipped | (value.to(device) > 0)
+        inv_scale = scaler._get_scale_async().to(device).double().reciprocal().float()
+        return skipped, inv_scale
+
+    def first_step(self, loss: Tensor | None = None) -> None:
+        """davda54-style alias of :meth:`perturb` for two-pass methods."""
+        self.perturb(loss)
+
+    def second_step(self, loss: Tensor | None = None) -> None:
+        """davda54-style alias of :meth:`unperturb` followed by :meth:`base_step`."""
+        self.unperturb(loss)
+        self.base_step()
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Run a whole sharpness-aware step, calling ``closure`` once per pass.
+
+        The gradients are cleared before every call, so the closure may or may not zero them itself. It
+        must compute the loss, call ``backward()`` and return the loss.
+
+        Returns:
+            the loss returned by the first (clean) call of ``closure``.
+        """
+        if closure is None:
+            raise RuntimeError(_STEP_HINT.format(name=type(self).__name__))
+        if self._passes_done or self._unperturbed:
+            raise RuntimeError(f"{type(self).__name__}.step(closure) called in the middle of a manual step.")
+        n = self.num_passes
+        first = None
+        for k in range(n):
+            self.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                loss = closure()
+            if k == 0:
+                first = loss
+            if self.needs_loss and not isinstance(loss, Tensor):
+                raise ValueError(f"{type(self).__name__} needs the closure to return the loss tensor.")
+            detached = loss.detach() if isinstance(loss, Tensor) else None
+            if k < n - 1:
+                self.perturb(detached)
+            else:
+                self.unperturb(detached)
+        self.base_step()
+        return first
+
+    # ------------------------------------------------------------------ hooks for the methods
+    def _after_pass(self, k: int, loss: Tensor | None) -> None:
+        """Consume the ``.grad`` of pass ``k`` (not the last) and move the weights to pass ``k + 1``."""
+        self._ascend()
+
+    def _combine(self, loss: Tensor | None) -> None:
+        """After the restore: turn the last pass's ``.grad`` (and stored state) into the final gradient."""
+
+    def _single_pass(self, loss: Tensor | None) -> None:
+        """A step skipped by ``interval``: ``.grad`` holds g0; by default the base optimizer uses it as is."""
+        self._record_clean_norm(self._grads()[1])
+
+    def _after_base_step(self, skipped: Tensor | None, inv_scale: Tensor | None) -> None:
+        """Post-step correction of a full step; ``skipped``/``inv_scale`` come from an enabled GradScaler."""
+
+    # ------------------------------------------------------------------ shared machinery
+    def _grads(self) -> tuple[list[Tensor], list[Tensor]]:
+        """(params, grads) of every parameter that has a gradient now, across all groups."""
+        params, grads = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    grads.append(p.grad)
+        return params, grads
+
+    def _group_grads(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
+        """Per group: (group, params with a gradient, their gradients)."""
+        out = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            out.append((group, params, [p.grad for p in params]))
+        return out
+
+    def _record_clean_norm(self, grads: list[Tensor], norm: Tensor | None = None) -> Tensor:
+        """Store the clean-gradient status tensors and return the global norm."""
+        if norm is None:
+            norm = global_norm(grads, device=self.last_grad_norm.device)
+        self._clean_norm = norm  # full precision (fp64 for fp64 grads), for methods that reuse it
+        self.last_grad_norm = norm.detach().to(torch.float32)
+        self.last_perturbation_skipped = ~torch.isfinite(norm)
+        return norm
+
+    def _poison_final_grad(self, flag: Tensor) -> None:
+        """Make one entry of the final gradient NaN when ``flag`` is set (adds exactly 0 otherwise)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    entry = p.grad[(0,) * p.grad.ndim]  # a view: add_ writes through
+                    flag = flag.to(entry.device)
+                    entry.add_(torch.where(flag, torch.nan, 0.0).to(entry.dtype))
+                    return
+
+    def _backup(self, params: list[Tensor]) -> None:
+        """Copy the current weights (peak buffer) so they can be restored bit-exactly."""
+        for p, saved in zip(params, torch._foreach_clone(params)):
+            self.method_state[p][BACKUP] = saved
+
+    def _backed_up(self) -> tuple[list[Tensor], list[Tensor]]:
+        params, saved = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                value = self.method_state[p].get(BACKUP) if p in self.method_state else None
+                if value is not None:
+                    params.append(p)
+                    saved.append(value)
+        return params, saved
+
+    def _move_to_backup_plus(self, params: list[Tensor], offsets: list[Tensor], alpha: float = 1.0) -> None:
+        """``w <- backup + alpha * offset`` (never by subtracting from the current point)."""
+        saved = [self.method_state[p][BACKUP] for p in params]
+        torch._foreach_copy_(params, saved)
+        torch._foreach_add_(params, offsets, alpha=alpha)
+
+    def _restore(self) -> None:
+        """Copy back every weight that was perturbed in this step and drop the backups."""
+        params, saved = self._backed_up()
+        if params:
+            torch._foreach_copy_(params, saved)
+        for p in params:
+            del self.method_state[p][BACKUP]
+
+    def _stash(self, key: str, params: list[Tensor]) -> None:
+        """Move the gradients of ``params`` into ``state[p][key]`` (no copy) and clear ``.grad``."""
+        for p in params:
+            self.method_state[p][key] = p.grad
+            p.grad = None
+
+    def _take(self, key: str) -> dict[Tensor, Tensor]:
+        """Pop ``state[p][key]`` for every parameter that has it (identity-keyed dict, group order)."""
+        out = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in self.method_state and key in self.method_state[p]:
+                    out[p] = self.method_state[p].pop(key)
+        return out
+
+    def _aligned(
+        self, *stored: dict[Tensor, Tensor]
+    ) -> tuple[list[Tensor], list[list[Tensor]], list[Tensor]]:
+        """Align stored per-param tensors with the current gradients; a missing one counts as zero.
+
+        Returns (params, one list per ``stored`` dict, current grads) over every parameter that has any of
+        them. Parameters without a current gradient get a zero ``.grad`` so the final gradient can be
+        written in place.
+        """
+        out_p, out_g = [], []
+        out_s: list[list[Tensor]] = [[] for _ in stored]
+        for group in self.param_groups:
+            for p in group["params"]:
+                values = [s.get(p) for s in stored]
+                if p.grad is None and all(v is None for v in values):
+                    continue
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                out_p.append(p)
+                out_g.append(p.grad)
+                for column, v in zip(out_s, values):
+                    column.append(v if v is not None else torch.zeros_like(p.grad))
+        return out_p, out_s, out_g
+
+    def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None] | None:
+        """Per-tensor element-wise ``T`` of adaptive methods (``None``: identity). SAM: identity."""
+        return None
+
+    def _ascend(self, keep_clean: bool = False) -> None:
+        """The SAM ascent from the pass-0 gradients: ``w <- w + rho * T^2 g / (||T g|| + eps)``.
+
+        Records the status tensors, backs up the weights and optionally moves g0 into the state
+        (:data:`CLEAN_GRAD`). A non-finite g0 gives a zero perturbation.
+        """
+        per_group = self._group_grads()
+        scaled: list[list[Tensor]] = []  # T g per group
+        transforms = []
+        for group, params, grads in per_group:
+            t = self._ascent_transform(group, params)
+            transforms.append(t)
+            if t is None:
+                scaled.append(grads)
+            else:
+                scaled.append([g if ti is None else g * ti for g, ti in zip(grads, t)])
+        all_scaled = [g for s in scaled for g in s]
+        norm = global_norm(all_scaled, device=self.last_grad_norm.device)
+        if any(t is not None for t in transforms):
+            self._record_clean_norm([g for _, _, gs in per_group for g in gs])
+            self.last_perturbation_skipped = self.last_perturbation_skipped | ~torch.isfinite(norm)
+        else:
+            self._record_clean_norm(all_scaled, norm)
+        inv = inverse_norm(norm, self.eps)
+        self._ascent_inv_norm = inv
+        for (group, params, _), tg, t in zip(per_group, scaled, transforms):
+            if not params:
+                continue
+            # In place when g0 is not needed any more (SAM, ASAM): the gradient buffer becomes the
+            # perturbation, so it costs no buffer beyond the weight backup.
+            e = scale_by(tg, inv * group["rho"], inplace=not keep_clean)
+            if t is not None:
+                e = [x if ti is None else x.mul_(ti) for x, ti in zip(e, t)]
+            zero_non_finite_(e)
+            self._backup(params)
+            if keep_clean:
+                self._stash(CLEAN_GRAD, params)
+            torch._foreach_add_(params, e)
+
+    # ------------------------------------------------------------------ checkpointing
+    def _extra_state(self) -> dict[str, Any]:
+        """Method state that is not per parameter (subclasses extend)."""
+        return {"step": self._step_count}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self._step_count = int(extra.get("step", 0))
+
+    def _indexed_params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state dict plus the method's state under ``"sharpness_aware"``.
+
+        Per-parameter method tensors are keyed by the parameter's index, like torch's optimizer state.
+        """
+        if self._passes_done or self._unperturbed:
+            raise RuntimeError(
+                f"{type(self).__name__}.state_dict() called in the middle of a step; call it between steps."
+            )
+        state = self.base_optimizer.state_dict()
+        per_param = {
+            index: dict(self.method_state[p])
+            for index, p in enumerate(self._indexed_params())
+            if self.method_state.get(p)
+        }
+        state["sharpness_aware"] = {**self._extra_state(), "per_param": per_param}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict saved by :meth:`state_dict`; re-points the shared param groups and state."""
+        state_dict = dict(state_dict)
+        extra = dict(state_dict.pop("sharpness_aware", {}))
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.method_state = defaultdict(dict)
+        params = self._indexed_params()
+        for index, values in extra.pop("per_param", {}).items():
+            p = params[int(index)]
+            self.method_state[p] = {
+                k: v.to(p.device, p.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                for k, v in values.items()
+            }
+        self._load_extra_state(extra)

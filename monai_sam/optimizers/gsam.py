@@ -1,0 +1,82 @@
+"""GSAM: Zhuang et al., "Surrogate Gap Guided Sharpness-Aware Minimization" (ICLR 2022)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.functional import global_dot, global_norm, scale_by
+
+__all__ = ["GSAM"]
+
+
+class GSAM(SharpnessAwareOptimizer):
+    """Surrogate-gap guided SAM: final gradient ``gp - alpha * g_perp``.
+
+    ``g_perp = g0 - cos(g0, gp) * ||g0|| * gp / (||gp|| + eps)`` is the part of the clean gradient
+    orthogonal to the perturbed one, with ``cos = <g0, gp> / (||g0|| ||gp|| + eps)`` (the eps placements of
+    the official PyTorch port). ``alpha = 0`` is SAM. The rho schedule (rho proportional to the learning
+    rate) is :class:`~monai_sam.optimizers.GSAMRhoScheduler`; without it rho is constant. Two passes;
+    peak buffers: weight backup and g0.
+
+    Args:
+        params: parameters or param-group dicts.
+        base_optimizer: optimizer class (built with ``base_kwargs``) or a ready instance.
+        rho: neighbourhood radius (>= 0).
+        alpha: weight of the surrogate-gap term (>= 0; per group).
+        eps: added to the norms.
+        interval: perturb only every ``interval``-th step.
+        base_kwargs: keyword arguments of the base optimizer.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
+        rho: float = 0.05,
+        alpha: float = 0.4,
+        eps: float = 1e-12,
+        interval: int = 1,
+        **base_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            params,
+            base_optimizer,
+            hyperparameters={"rho": rho, "alpha": alpha},
+            eps=eps,
+            interval=interval,
+            **base_kwargs,
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        super()._validate_group(group)
+        _check_range("alpha", group["alpha"], 0.0, float("inf"))
+
+    def _after_pass(self, k: int, loss: Tensor | None) -> None:
+        self._ascend(keep_clean=True)
+
+    def _combine(self, loss: Tensor | None) -> None:
+        params, (clean,), perturbed = self._aligned(self._take(CLEAN_GRAD))
+        if not params:
+            return
+        device = self.last_grad_norm.device
+        clean_norm = global_norm(clean, device)
+        perturbed_norm = global_norm(perturbed, device)
+        cosine = global_dot(clean, perturbed, device) / (clean_norm * perturbed_norm + self.eps)
+        parallel = cosine * clean_norm / (perturbed_norm + self.eps)  # g_par = parallel * gp
+        # gp - alpha * (g0 - parallel * gp) = (1 + alpha * parallel) gp - alpha g0, in .grad: no temporary
+        lookup = {id(p): g0 for p, g0 in zip(params, clean)}
+        for group in self.param_groups:
+            alpha = group["alpha"]
+            members = [p for p in group["params"] if id(p) in lookup]
+            if not members or alpha == 0:
+                continue
+            grads = [p.grad for p in members]
+            scale_by(grads, 1.0 + alpha * parallel, inplace=True)
+            torch._foreach_add_(grads, [lookup[id(p)] for p in members], alpha=-alpha)

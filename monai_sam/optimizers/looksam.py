@@ -1,0 +1,101 @@
+"""LookSAM: Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization" (CVPR 2022)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.functional import global_dot, global_norm, scale_by
+
+__all__ = ["LookSAM"]
+
+ORTHOGONAL = "looksam_gv"  # persistent: gv, the part of gp orthogonal to g0, from the last SAM step
+
+
+class LookSAM(SharpnessAwareOptimizer):
+    """LookSAM: full SAM every ``k`` steps, ONE pass in between reusing the stored direction.
+
+    On a SAM step the base optimizer gets ``gp`` and ``gv = gp - (<g0, gp> / ||g0||^2) g0`` is kept
+    (global vectors, as in the paper). On the other steps it gets ``g0 + alpha * (||g0|| / ||gv||) * gv``.
+    Average cost ``(k + 1) / k`` passes per step; ``k = 1`` is SAM. One persistent buffer (gv).
+
+    Args:
+        params: parameters or param-group dicts.
+        base_optimizer: optimizer class (built with ``base_kwargs``) or a ready instance.
+        rho: neighbourhood radius (>= 0).
+        k: a SAM step every ``k`` steps (>= 1).
+        alpha: weight of the reused direction (>= 0).
+        eps: added to the norms.
+        base_kwargs: keyword arguments of the base optimizer.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
+        rho: float = 0.1,
+        k: int = 5,
+        alpha: float = 0.7,
+        eps: float = 1e-12,
+        **base_kwargs: Any,
+    ) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"Invalid k={k!r}: must be an integer >= 1.")
+        super().__init__(
+            params,
+            base_optimizer,
+            hyperparameters={"rho": rho, "alpha": alpha},
+            eps=eps,
+            interval=k,
+            **base_kwargs,
+        )
+        self._gv_norm: Tensor | None = None
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        super()._validate_group(group)
+        _check_range("alpha", group["alpha"], 0.0, float("inf"))
+
+    def _after_pass(self, k: int, loss: Tensor | None) -> None:
+        self._ascend(keep_clean=True)
+
+    def _combine(self, loss: Tensor | None) -> None:
+        params, (clean,), perturbed = self._aligned(self._take(CLEAN_GRAD))
+        if not params:
+            return
+        device = self.last_grad_norm.device
+        coef = global_dot(clean, perturbed, device) / (global_norm(clean, device) ** 2 + self.eps)
+        # gv = gp - coef * g0, computed in the g0 buffer, which becomes the persistent gv.
+        scale_by(clean, -coef, inplace=True)
+        torch._foreach_add_(clean, perturbed)
+        for p, gv in zip(params, clean):
+            self.method_state[p][ORTHOGONAL] = gv
+        self._gv_norm = global_norm(clean, device)
+
+    def _single_pass(self, loss: Tensor | None) -> None:
+        _, grads = self._grads()
+        clean_norm = self._record_clean_norm(grads)
+        if self._gv_norm is None:
+            return
+        ratio = clean_norm.to(self._gv_norm.dtype) / (self._gv_norm + self.eps)
+        for group in self.param_groups:
+            members = [
+                p
+                for p in group["params"]
+                if p.grad is not None and ORTHOGONAL in self.method_state.get(p, {})
+            ]
+            if members and group["alpha"] != 0:
+                gv = scale_by([self.method_state[p][ORTHOGONAL] for p in members], ratio * group["alpha"])
+                torch._foreach_add_([p.grad for p in members], gv)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "gv_norm": self._gv_norm}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        super()._load_extra_state(extra)
+        self._gv_norm = extra.get("gv_norm")

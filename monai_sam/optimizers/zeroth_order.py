@@ -1,0 +1,162 @@
+"""Shared machinery of the zeroth-order sharpness methods (Frob-SAM, Det-SAM): random perturbations.
+
+Tahmasebi et al., "A Universal Class of Sharpness-Aware Minimization Algorithms" (ICML 2024). The weights
+are perturbed isotropically (not along the gradient), ``w + rho * delta_i`` for ``n_samples`` draws, and the
+pass losses enter the final gradient, so these methods need the loss of every pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from monai_sam.optimizers.base import BACKUP, CLEAN_GRAD, SharpnessAwareOptimizer
+from monai_sam.optimizers.functional import scale_by
+
+__all__ = ["RandomPerturbationOptimizer"]
+
+
+class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
+    """Base of Frob-SAM and Det-SAM: pass 0 at ``w``, then ``n_samples`` passes at ``w + rho * delta_i``.
+
+    Noise comes from ``generator`` when given (one device), else from private generators seeded from the
+    global RNG at construction; either way their states are part of :meth:`state_dict`, so a resumed run
+    draws the same perturbations as an uninterrupted one.
+
+    Args:
+        params: parameters or param-group dicts.
+        base_optimizer: optimizer class (built with ``base_kwargs``) or a ready instance.
+        hyperparameters: per-group hyperparameters (``rho``, ``lam``, ...).
+        n_samples: random perturbations per step.
+        generator: optional ``torch.Generator`` for the noise (on the parameters' device).
+        eps: kept for API symmetry (norms are only reported).
+        interval: perturb only every ``interval``-th step.
+        base_kwargs: keyword arguments of the base optimizer.
+    """
+
+    needs_loss = True
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
+        hyperparameters: dict[str, Any],
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        eps: float = 1e-12,
+        interval: int = 1,
+        **base_kwargs: Any,
+    ) -> None:
+        self.n_samples = n_samples
+        self.passes_per_step = 1 + n_samples
+        super().__init__(
+            params, base_optimizer, hyperparameters=hyperparameters, eps=eps, interval=interval, **base_kwargs
+        )
+        self._generators: dict[str, torch.Generator] = {}
+        if generator is not None:
+            self._generators[str(torch.device(generator.device))] = generator
+            self._seed = None
+        else:
+            # Drawn once from the global RNG, so torch.manual_seed() before construction fixes the noise.
+            self._seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            if self._seed is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}: the given generator is on {next(iter(self._generators))}, "
+                    f"but a parameter lives on {key}."
+                )
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self._seed + len(self._generators))
+            self._generators[key] = gen
+        return gen
+
+    def _fill_noise_(self, tensors: list[Tensor]) -> None:
+        """Overwrite ``tensors`` with one draw of ``delta`` (method-specific distribution)."""
+        raise NotImplementedError
+
+    def _after_pass(self, k: int, loss: Tensor | None) -> None:
+        if k == 0:
+            params, grads = self._grads()
+            self._record_clean_norm(grads)
+            self._on_clean(loss)
+            self._backup(params)
+            self._stash(CLEAN_GRAD, params)
+        else:
+            self._accumulate(loss)
+        self._move_to_sample()
+
+    def _move_to_sample(self) -> None:
+        """``w <- backup + rho * delta`` for every backed-up parameter, group by group."""
+        for group in self.param_groups:
+            members = [p for p in group["params"] if BACKUP in self.method_state.get(p, {})]
+            if not members:
+                continue
+            self._fill_noise_(members)
+            scale_by(members, group["rho"], inplace=True)
+            torch._foreach_add_(members, [self.method_state[p][BACKUP] for p in members])
+
+    def _combine(self, loss: Tensor | None) -> None:
+        self._accumulate(loss)
+        self._finalize()
+
+    def _on_clean(self, loss: Tensor) -> None:
+        """Record what the method needs from the clean pass."""
+
+    def _accumulate(self, loss: Tensor) -> None:
+        """Consume the ``.grad`` and loss of one perturbed pass (and clear ``.grad``)."""
+        raise NotImplementedError
+
+    def _finalize(self) -> None:
+        """Write the final gradient into ``.grad`` and drop the peak state."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _loss_value(loss: Tensor) -> Tensor:
+        loss = loss.detach()
+        return loss.to(torch.promote_types(loss.dtype, torch.float32))
+
+    def _add_into(self, key: str, params: list[Tensor], values: list[Tensor]) -> None:
+        """``state[p][key] += value`` (the value tensor itself is stored on the first call, no copy)."""
+        new_p, new_v, old_acc, old_v = [], [], [], []
+        for p, v in zip(params, values):
+            acc = self.method_state[p].get(key)
+            if acc is None:
+                new_p.append(p)
+                new_v.append(v)
+            else:
+                old_acc.append(acc)
+                old_v.append(v)
+        for p, v in zip(new_p, new_v):
+            self.method_state[p][key] = v
+        if old_acc:
+            torch._foreach_add_(old_acc, old_v)
+
+    def _final_grads(self) -> tuple[list[Tensor], dict[Tensor, Tensor]]:
+        """Move g0 back into ``.grad`` of every parameter with a stored g0 or accumulated state."""
+        clean = self._take(CLEAN_GRAD)
+        for p, g0 in clean.items():
+            p.grad = g0
+        return list(clean), clean
+
+    def _extra_state(self) -> dict[str, Any]:
+        rng = {key: gen.get_state() for key, gen in self._generators.items()}
+        return {**super()._extra_state(), "seed": self._seed, "rng": rng}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        super()._load_extra_state(extra)
+        if self._seed is not None and extra.get("seed") is not None:
+            self._seed = extra["seed"]
+        for key, value in extra.get("rng", {}).items():
+            device = torch.device(key)
+            gen = self._generators.get(key) if self._seed is None else self._generator(device)
+            if gen is not None:
+                gen.set_state(value)

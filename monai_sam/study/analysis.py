@@ -1,0 +1,278 @@
+"""Tables and statistics of a finished (or partial) study: summaries, paired tests and verdicts."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from monai_sam.study.config import StudyConfig
+from monai_sam.study.statistics import holm, paired_bootstrap_ci, t_interval, wilcoxon_paired
+
+__all__ = [
+    "PERFORMANCE_METRICS",
+    "SUMMARY_METRICS",
+    "Comparison",
+    "claims_table",
+    "compare_to_baseline",
+    "flatten_run",
+    "sharpness_gap_correlations",
+    "summarize",
+]
+
+#: Test-fold metrics compared between optimizers (higher is better for all of them).
+PERFORMANCE_METRICS: tuple[str, ...] = (
+    "test_accuracy",
+    "test_balanced_accuracy",
+    "test_macro_f1",
+    "test_macro_auc",
+    "test_malignant_sensitivity",
+    "test_malignant_specificity",
+)
+#: Columns summarised per network x optimizer (mean and CI).
+SUMMARY_METRICS: tuple[str, ...] = (
+    *PERFORMANCE_METRICS,
+    "gap_loss",
+    "gap_accuracy",
+    "train_wall_s",
+    "passes",
+)
+
+
+def flatten_run(record: dict[str, Any]) -> dict[str, Any]:
+    """One flat CSV row from a run record: identity, ``test_*``, ``train_*``, ``gap_*``, ``sharpness_*``."""
+    row = {
+        k: record.get(k)
+        for k in ("run_id", "network", "bundle", "optimizer", "optimizer_name", "fold", "seed")
+    }
+    row["rho"] = record.get("rho")
+    for prefix in ("test", "train", "gap", "sharpness"):
+        for key, value in (record.get(prefix) or {}).items():
+            if isinstance(value, (int, float)) or value is None:
+                row[f"{prefix}_{key}"] = value
+    for key in ("train_wall_s", "wall_s", "passes", "iterations", "epochs", "checkpoint"):
+        row[key] = record.get(key)
+    return row
+
+
+def _as_float(value: Any) -> float:
+    """``value`` as float, ``nan`` for None or non-numbers."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def summarize(rows: list[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Mean and Student-t CI of every summary metric and sharpness column per network x optimizer."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["network"], row["optimizer"])].append(row)
+    sharp_cols = sorted({k for r in rows for k in r if k.startswith("sharpness_")})
+    out = []
+    for (network, optimizer), members in groups.items():
+        entry: dict[str, Any] = {"network": network, "optimizer": optimizer, "n": len(members)}
+        for metric in (*SUMMARY_METRICS, *sharp_cols):
+            mean, low, high = t_interval([_as_float(m.get(metric)) for m in members], confidence)
+            entry[f"{metric}_mean"], entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = mean, low, high
+        out.append(entry)
+    return out
+
+
+@dataclass
+class Comparison:
+    """A paired comparison of one optimizer against the baseline on one network and metric.
+
+    Attributes:
+        network, optimizer, metric: what is compared (``optimizer`` minus baseline).
+        n: number of (fold, seed) pairs both optimizers finished.
+        mean_diff, boot_low, boot_high: mean paired difference and its percentile bootstrap CI.
+        wilcoxon_p, p_holm: two-sided Wilcoxon signed-rank p-value, and Holm-adjusted across the
+            comparisons of the same metric.
+        min_p: the smallest Wilcoxon p-value reachable with this many pairs.
+        method: ``exact`` / ``approx`` / ``none`` (see :func:`~monai_sam.study.statistics.wilcoxon_paired`).
+        verdict: ``improves``, ``hurts`` or ``no evidence`` at the study's alpha after Holm.
+        underpowered: the test could not reach significance after Holm even if every pair agreed
+            (``min_p`` times the family size is at least alpha).
+    """
+
+    network: str
+    optimizer: str
+    metric: str
+    n: int
+    mean_diff: float
+    boot_low: float
+    boot_high: float
+    wilcoxon_p: float
+    p_holm: float
+    min_p: float
+    method: str
+    verdict: str = "no evidence"
+    underpowered: bool = False
+
+
+def _paired_values(rows, network, optimizer, baseline, metric) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``optimizer`` and ``baseline`` on the same (fold, seed) pairs of one network."""
+    by_key: dict[str, dict[tuple, float]] = {optimizer: {}, baseline: {}}
+    for row in rows:
+        if row["network"] == network and row["optimizer"] in by_key:
+            by_key[row["optimizer"]][(row["fold"], row["seed"])] = _as_float(row.get(metric))
+    keys = sorted(set(by_key[optimizer]) & set(by_key[baseline]))
+    return (np.array([by_key[optimizer][k] for k in keys]), np.array([by_key[baseline][k] for k in keys]))
+
+
+def compare_to_baseline(
+    rows: list[dict[str, Any]], config: StudyConfig, metrics: tuple[str, ...] = PERFORMANCE_METRICS
+) -> list[Comparison]:
+    """Paired Wilcoxon + bootstrap comparison of every optimizer with the baseline, per network.
+
+    The Holm family is all network x optimizer comparisons of one metric. The verdict is
+    ``improves``/``hurts`` when the Holm-adjusted p-value is below ``analysis.alpha`` (direction
+    from the mean difference), otherwise ``no evidence``.
+    """
+    analysis = config.analysis
+    baseline, alpha = analysis["baseline"], float(analysis["alpha"])
+    networks = list(dict.fromkeys(r["network"] for r in rows))
+    optimizers = [o.label for o in config.optimizers if o.label != baseline]
+    results: list[Comparison] = []
+    for metric in metrics:
+        family = []
+        for network in networks:
+            for optimizer in optimizers:
+                a, b = _paired_values(rows, network, optimizer, baseline, metric)
+                if a.size == 0:
+                    continue
+                test = wilcoxon_paired(a, b)
+                mean, low, high = paired_bootstrap_ci(
+                    a, b, analysis["confidence"], int(analysis["bootstrap_resamples"]), seed=0
+                )
+                family.append(
+                    Comparison(
+                        network,
+                        optimizer,
+                        metric,
+                        test.n,
+                        mean,
+                        low,
+                        high,
+                        test.p_value,
+                        1.0,
+                        test.min_p,
+                        test.method,
+                    )
+                )
+        adjusted = holm([c.wilcoxon_p for c in family])
+        for comp, p_adj in zip(family, adjusted):
+            comp.p_holm = float(p_adj)
+            # best case: every pair agrees and this is the family's smallest p (Holm multiplies by m)
+            comp.underpowered = bool(comp.min_p * len(family) >= alpha)
+            if not math.isnan(comp.p_holm) and comp.p_holm < alpha and comp.mean_diff != 0:
+                comp.verdict = "improves" if comp.mean_diff > 0 else "hurts"
+        results.extend(family)
+    return results
+
+
+def _claim_row(claim: str, comps: list[Comparison], expect: str) -> dict[str, str]:
+    """Judge one claim from one optimizer's comparisons (one per network).
+
+    When every comparison is underpowered and none is significant, the claim is ``inconclusive``:
+    "no evidence" from a test that could never reject is not evidence of anything.
+    """
+    if not comps:
+        return {"claim": claim, "evidence": "not in this study", "status": "not tested"}
+    evidence = ", ".join(f"{c.network}: {c.verdict} ({c.mean_diff:+.3f})" for c in comps)
+    values = {c.verdict for c in comps}
+    if values == {"no evidence"} and all(c.underpowered for c in comps):
+        return {"claim": claim, "evidence": evidence, "status": "inconclusive (too few pairs to test)"}
+    if expect == "improves":
+        if values == {"improves"}:
+            status = "supported"
+        elif "hurts" in values:
+            status = "contradicted"
+        elif "improves" in values:
+            status = "partly supported"
+        else:
+            status = "not supported (no significant difference)"
+    elif expect == "not improves":
+        status = "consistent" if "improves" not in values else "contradicted"
+    else:  # "inconsistent": the verdicts differ between networks
+        status = "consistent" if len(values) > 1 else f"not observed (all: {next(iter(values))})"
+    return {"claim": claim, "evidence": evidence, "status": status}
+
+
+def claims_table(comparisons: list[Comparison], config: StudyConfig) -> list[dict[str, str]]:
+    """The paper's claims (arXiv:2408.04065) judged on this study's primary metric.
+
+    Optimizers are matched by registered name (the first label with that name); networks are
+    split into CNNs and transformers by the bundle that trains them.
+    """
+    metric = "test_" + config.analysis["metric"]
+    label_of = {}
+    for opt in config.optimizers:
+        label_of.setdefault(opt.name, opt.label)
+    bundle_of = {n.name: n.bundle for n in config.networks}
+    primary = [c for c in comparisons if c.metric == metric]
+
+    def verdicts(name: str, family: str | None = None) -> list[Comparison]:
+        label = label_of.get(name)
+        return [
+            c
+            for c in primary
+            if c.optimizer == label
+            and (family is None or bundle_of.get(c.network, "").endswith("vit") == (family == "vit"))
+        ]
+
+    rows = [
+        _claim_row("SAM improves generalization for every model", verdicts("sam"), "improves"),
+        _claim_row("ASAM improves the CNNs", verdicts("asam", "cnn"), "improves"),
+        _claim_row("ASAM does not improve the vision transformers", verdicts("asam", "vit"), "not improves"),
+    ]
+    for name, title in (("gsam", "GSAM"), ("wsam", "WSAM"), ("crsam", "CR-SAM")):
+        rows.append(_claim_row(f"{title} is inconsistent across models", verdicts(name), "inconsistent"))
+    others_all_improve = [
+        label
+        for label in {c.optimizer for c in primary}
+        if label != label_of.get("sam")
+        and {c.verdict for c in primary if c.optimizer == label} == {"improves"}
+    ]
+    sam_row = rows[0]
+    only = sam_row["status"] == "supported" and not others_all_improve
+    rows.append(
+        {
+            "claim": "SAM is the only sharpness-based optimizer that helps consistently",
+            "evidence": f"SAM: {sam_row['status']}; "
+            f"others improving on every model: {others_all_improve or 'none'}",
+            "status": "supported"
+            if only
+            else ("not tested" if sam_row["status"] == "not tested" else "not supported"),
+        }
+    )
+    return rows
+
+
+def sharpness_gap_correlations(rows: list[dict[str, Any]], gap: str = "gap_loss") -> list[dict[str, Any]]:
+    """Spearman rank correlation of every sharpness column with a generalization-gap column."""
+    out = []
+    for col in sorted({k for r in rows for k in r if k.startswith("sharpness_")}):
+        pairs = np.array([(_as_float(r.get(col)), _as_float(r.get(gap))) for r in rows])
+        pairs = pairs[~np.isnan(pairs).any(axis=1)] if pairs.size else pairs
+        if len(pairs) < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
+            out.append(
+                {"measure": col, "gap": gap, "n": len(pairs), "spearman_rho": math.nan, "p_value": math.nan}
+            )
+            continue
+        res = stats.spearmanr(pairs[:, 0], pairs[:, 1])
+        out.append(
+            {
+                "measure": col,
+                "gap": gap,
+                "n": len(pairs),
+                "spearman_rho": float(res.statistic),
+                "p_value": float(res.pvalue),
+            }
+        )
+    return out

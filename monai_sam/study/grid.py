@@ -1,0 +1,66 @@
+"""The grid of a study: one :class:`RunSpec` per network x optimizer x fold x seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monai_sam.study.config import NetworkSpec, OptimizerSpec, StudyConfig
+
+__all__ = ["RunSpec", "expand_grid"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a study.
+
+    Attributes:
+        network: the network and the bundle that trains it.
+        optimizer: the optimizer and its hyperparameters.
+        fold: the cross-validation fold used as test set.
+        seed: the training seed (weight init, data order, augmentation).
+    """
+
+    network: NetworkSpec
+    optimizer: OptimizerSpec
+    fold: int
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        """A file-name-safe id, unique within a study, e.g. ``resnet18__sam__fold0__seed0``."""
+        label = "".join(c if c.isalnum() or c in "-_." else "-" for c in self.optimizer.label)
+        return f"{self.network.name}__{label}__fold{self.fold}__seed{self.seed}"
+
+    def train_settings(self, study_train: dict) -> dict:
+        """The study's ``train`` section with this network's own settings applied."""
+        return {**study_train, **self.network.train}
+
+    def describe(self) -> dict:
+        """The identity fields stored in every run record."""
+        return {
+            "run_id": self.run_id,
+            "network": self.network.name,
+            "bundle": self.network.bundle,
+            "network_train": dict(self.network.train),
+            "optimizer": self.optimizer.label,
+            "optimizer_name": self.optimizer.name,
+            "rho": self.optimizer.rho,
+            "optimizer_kwargs": dict(self.optimizer.kwargs),
+            "fold": self.fold,
+            "seed": self.seed,
+        }
+
+
+def expand_grid(config: StudyConfig) -> list[RunSpec]:
+    """All runs of ``config``, ordered fold-major so early results already pair up across optimizers.
+
+    The order is fold, seed, network, optimizer: after the first fold every optimizer has a result to
+    compare, which makes an interrupted study still useful.
+    """
+    return [
+        RunSpec(network=net, optimizer=opt, fold=fold, seed=seed)
+        for fold in config.folds
+        for seed in config.seeds
+        for net in config.networks
+        for opt in config.optimizers
+    ]

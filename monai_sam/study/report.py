@@ -1,0 +1,287 @@
+"""Write a study's report: ``report.md``, ``runs.csv``, ``summary.csv``, ``comparisons.csv`` and PNGs."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from monai_sam.study.analysis import (
+    PERFORMANCE_METRICS,
+    Comparison,
+    claims_table,
+    compare_to_baseline,
+    flatten_run,
+    sharpness_gap_correlations,
+    summarize,
+)
+from monai_sam.study.config import StudyConfig
+from monai_sam.study.grid import expand_grid
+from monai_sam.study.plots import plot_curves, plot_differences, plot_metric_summary, plot_sharpness_gap
+from monai_sam.study.runner import load_runs, read_study_config
+
+__all__ = ["write_csv", "write_report"]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write dict rows as CSV with the union of their keys as header (first-seen order)."""
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """A number for a Markdown table; ``-`` for missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _ci(entry: dict[str, Any], metric: str, digits: int = 3) -> str:
+    """``mean [low, high]`` from a summary entry."""
+    mean, low, high = (entry.get(f"{metric}_{k}") for k in ("mean", "ci_low", "ci_high"))
+    if mean is None or math.isnan(mean):
+        return "-"
+    if low is None or math.isnan(low):
+        return _fmt(mean, digits)
+    return f"{_fmt(mean, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _power_note(comparisons: list[Comparison], alpha: float) -> str:
+    """Plain-language statement of what the number of pairs allows."""
+    if not comparisons:
+        return (
+            "No paired comparison is possible yet "
+            "(the baseline and another optimizer must share folds and seeds)."
+        )
+    n = min(c.n for c in comparisons)
+    m = len(comparisons)
+    best = min(c.min_p for c in comparisons)
+    text = (
+        f"Each comparison has n = {n} paired runs (folds x seeds). The exact two-sided Wilcoxon test cannot "
+        f"return p below 2/2^n = {best:.4f}, and Holm over the {m} comparisons of one metric needs "
+        f"p < {alpha}/{m} = {alpha / m:.4f} for the strongest one. "
+    )
+    if best * m >= alpha:
+        text += (
+            "**With this many pairs no comparison can reach significance, whatever the data**: every "
+            "'no evidence' below is a statement about power, not evidence that the optimizers are equal. "
+            "Read the mean differences and bootstrap intervals as effect sizes and add folds or seeds "
+            f"(n >= {math.floor(math.log2(2 * m / alpha)) + 1} pairs are needed for a chance)."
+        )
+    else:
+        text += (
+            "Significance is reachable, but with few pairs only a difference that is consistent "
+            "in every pair can reach it."
+        )
+    return text
+
+
+def _settings(config: StudyConfig, n_done: int, n_total: int) -> str:
+    """The settings block at the top of the report."""
+    data, train = config.data, config.train
+    opts = ", ".join(
+        o.label
+        + (
+            f" (rho={o.rho}" + "".join(f", {k}={v}" for k, v in o.kwargs.items()) + ")"
+            if o.rho is not None
+            else ""
+        )
+        for o in config.optimizers
+    )
+    return "\n".join(
+        [
+            f"- Runs finished: **{n_done} of {n_total}** in the grid",
+            f"- Data: {data['source']} ({data.get('dataset_dir') or 'default location'}), "
+            f"{data['num_classes']} classes, {data['folds']}-fold stratified cross-validation "
+            f"(split seed {data['split_seed']}); folds run: {config.folds}; "
+            f"seeds: {config.seeds}",
+            f"- Networks: {', '.join(f'{n.name} ({n.bundle})' for n in config.networks)}",
+            f"- Optimizers: {opts}",
+            f"- Training: {train['max_epochs']} epochs, batch {train['batch_size']}, lr {train['lr']}, "
+            f"{train['image_size']} px, AMP {train['amp']}; "
+            f"evaluated checkpoint: {config.evaluation['checkpoint']}",
+            f"- Config fingerprint: `{config.fingerprint()}`",
+        ]
+    )
+
+
+def _metric_tables(summary: list[dict[str, Any]]) -> str:
+    """Test metrics, gap, sharpness and cost per network x optimizer."""
+    perf = [m.removeprefix("test_") for m in PERFORMANCE_METRICS]
+    rows = [
+        [s["network"], s["optimizer"], str(s["n"])] + [_ci(s, m) for m in PERFORMANCE_METRICS]
+        for s in summary
+    ]
+    text = "### Test-fold metrics (mean [95% t-interval])\n\n" + _table(
+        ["network", "optimizer", "n", *perf], rows
+    )
+    sharp = sorted(
+        {
+            k.removesuffix("_mean")
+            for s in summary
+            for k in s
+            if k.startswith("sharpness_") and k.endswith("_mean")
+        }
+    )
+    cols = ["gap_loss", "gap_accuracy", *sharp, "train_wall_s", "passes"]
+    rows = [
+        [s["network"], s["optimizer"]] + [_ci(s, c, {"train_wall_s": 1, "passes": 0}.get(c, 3)) for c in cols]
+        for s in summary
+    ]
+    names = [c.removeprefix("sharpness_") for c in cols]
+    text += "\n\n### Generalization gap, sharpness at the end of training, and cost\n\n" + _table(
+        ["network", "optimizer", *names], rows
+    )
+    return text
+
+
+def _comparison_table(comparisons: list[Comparison], metric: str) -> str:
+    """The paired-comparison table of one metric."""
+    rows = []
+    for c in comparisons:
+        if c.metric != metric:
+            continue
+        verdict = c.verdict + (" (underpowered)" if c.underpowered else "")
+        rows.append(
+            [
+                c.network,
+                c.optimizer,
+                str(c.n),
+                f"{c.mean_diff:+.3f} [{_fmt(c.boot_low)}, {_fmt(c.boot_high)}]",
+                f"{_fmt(c.wilcoxon_p)} ({c.method})",
+                _fmt(c.p_holm),
+                verdict,
+            ]
+        )
+    header = [
+        "network",
+        "optimizer",
+        "n pairs",
+        "mean diff [bootstrap 95% CI]",
+        "Wilcoxon p",
+        "Holm p",
+        "verdict",
+    ]
+    return _table(header, rows)
+
+
+def _verdict_grid(comparisons: list[Comparison]) -> str:
+    """Verdicts of every performance metric (rows: network x optimizer)."""
+    keys = list(dict.fromkeys((c.network, c.optimizer) for c in comparisons))
+    lookup = {(c.network, c.optimizer, c.metric): c.verdict for c in comparisons}
+    rows = [[n, o] + [lookup.get((n, o, m), "-") for m in PERFORMANCE_METRICS] for n, o in keys]
+    return _table(["network", "optimizer", *[m.removeprefix("test_") for m in PERFORMANCE_METRICS]], rows)
+
+
+def write_report(
+    output_dir: str | Path, config: StudyConfig | None = None, image_dir: str | Path | None = None
+) -> Path:
+    """Build the report of the study in ``output_dir`` from its saved runs.
+
+    Args:
+        output_dir: a study output directory (``study.yaml`` and ``runs/``).
+        config: the study configuration; read from ``output_dir/study.yaml`` when omitted.
+        image_dir: where the PNGs go (default ``output_dir``); the Markdown links them relatively.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out = Path(output_dir)
+    config = config or read_study_config(out)
+    images = Path(image_dir) if image_dir else out
+    records = load_runs(out)
+    rows = [flatten_run(r) for r in records]
+    metric = "test_" + config.analysis["metric"]
+    alpha = float(config.analysis["alpha"])
+    summary = summarize(rows, float(config.analysis["confidence"]))
+    comparisons = compare_to_baseline(rows, config)
+    correlations = sharpness_gap_correlations(rows)
+    if rows:
+        write_csv(out / "runs.csv", rows)
+        write_csv(out / "summary.csv", summary)
+    if comparisons:
+        write_csv(out / "comparisons.csv", [asdict(c) for c in comparisons])
+    primary = [c for c in comparisons if c.metric == metric]
+    parts = [f"# Optimizer study: {config.name}", _settings(config, len(records), len(expand_grid(config)))]
+    if not rows:
+        parts.append("No run has finished yet.")
+        (out / "report.md").write_text("\n\n".join(parts) + "\n")
+        return out / "report.md"
+    figures = {
+        "metric": plot_metric_summary(summary, metric, images / "study_metric.png"),
+        "differences": plot_differences(comparisons, metric, images / "study_differences.png"),
+        "curves": plot_curves(records, images / "study_curves.png"),
+        "sharpness": plot_sharpness_gap(
+            rows, [c["measure"] for c in correlations], images / "study_sharpness_gap.png"
+        ),
+    }
+    link = {k: Path(_relative(v, out)).as_posix() for k, v in figures.items()}
+    baseline = config.analysis["baseline"]
+    parts += [
+        "## Results\n\n" + _metric_tables(summary),
+        f"![{metric}]({link['metric']})",
+        f"## Paired comparison with {baseline} on {metric.removeprefix('test_')}\n\n"
+        "Each optimizer minus the baseline on the same folds and seeds. "
+        "Wilcoxon signed-rank test (two-sided; "
+        "exact without ties, normal approximation otherwise), Holm-corrected across all network x optimizer "
+        f"comparisons of this metric, alpha = {alpha}; "
+        "the interval is a percentile bootstrap of the mean paired "
+        "difference (10,000 resamples of pairs, seed 0).\n\n" + _comparison_table(comparisons, metric),
+        _power_note(primary, alpha),
+        f"![differences]({link['differences']})",
+        "## The paper's claims, on this study's data\n\n"
+        "Claims of Hassan, Vakanski and Xian (arXiv:2408.04065), judged on the verdicts above "
+        f"({metric.removeprefix('test_')}).\n\n"
+        + _table(
+            ["claim", "evidence (per network)", "status"],
+            [[r["claim"], r["evidence"], r["status"]] for r in claims_table(comparisons, config)],
+        ),
+        "### Verdicts on every test metric (Holm within each metric)\n\n" + _verdict_grid(comparisons),
+        "## Training curves\n\n"
+        "Mean over folds and seeds of the training loss and the validation key metric.\n\n"
+        f"![curves]({link['curves']})",
+        "## Sharpness against generalization gap\n\n"
+        "Gap = test loss minus training loss, both in eval mode with the evaluation transforms. "
+        "Spearman rank "
+        "correlation over all runs (networks and optimizers pooled, so it mixes between-model differences "
+        "with within-model ones):\n\n"
+        + _table(
+            ["measure", "n", "Spearman rho", "p"],
+            [
+                [
+                    c["measure"].removeprefix("sharpness_"),
+                    str(c["n"]),
+                    _fmt(c["spearman_rho"]),
+                    _fmt(c["p_value"]),
+                ]
+                for c in correlations
+            ],
+        )
+        + f"\n\n![sharpness vs gap]({link['sharpness']})",
+        "Files: `runs.csv` (one row per run), `summary.csv` (means and t-intervals), "
+        "`comparisons.csv` (every metric), "
+        "`runs/*.json` (full records with per-epoch curves).",
+    ]
+    path = out / "report.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
+def _relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` when possible (for Markdown links), else absolute."""
+    import os
+
+    return os.path.relpath(path.resolve(), start.resolve())

@@ -1,0 +1,141 @@
+"""Statistics for comparing optimizers over folds and seeds.
+
+* :func:`t_interval`: mean and two-sided Student-t confidence interval of independent runs.
+* :func:`wilcoxon_paired`: two-sided Wilcoxon signed-rank test of paired differences (exact null
+  distribution when there are no ties or zero differences, the normal approximation otherwise, as
+  scipy decides), plus the smallest p-value the exact test can reach with that many pairs, so a
+  report can say when a comparison could never have been significant.
+* :func:`paired_bootstrap_ci`: percentile bootstrap CI of the mean paired difference, deterministic
+  for a given seed.
+* :func:`holm`: Holm-Bonferroni step-down adjustment across a family of comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["WilcoxonResult", "holm", "min_wilcoxon_p", "paired_bootstrap_ci", "t_interval", "wilcoxon_paired"]
+
+
+_NAN = float("nan")
+
+
+def _mean_without_interval(values: np.ndarray, min_size: int) -> tuple[float, float, float] | None:
+    """``(mean, nan, nan)`` (or all nan when empty) if ``values`` is too small for an interval, else None."""
+    if values.size >= min_size:
+        return None
+    return (float(values.mean()) if values.size else _NAN), _NAN, _NAN
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval ``(mean, low, high)`` of ``values``.
+
+    NaNs are dropped. With fewer than two values the interval is ``(nan, nan)``: a single run says
+    nothing about run-to-run spread.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    small = _mean_without_interval(arr, 2)
+    if small is not None:
+        return small
+    mean = float(arr.mean())
+    sem = float(arr.std(ddof=1)) / math.sqrt(arr.size)
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df=arr.size - 1)) * sem
+    return mean, mean - half, mean + half
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """Smallest two-sided p-value the exact signed-rank test can return with ``n`` non-zero pairs.
+
+    It is ``2 / 2**n`` (all differences of one sign); with ``n <= 5`` it is at least 0.0625, so such
+    a comparison can never be significant at 0.05.
+    """
+    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class WilcoxonResult:
+    """Outcome of :func:`wilcoxon_paired`.
+
+    Attributes:
+        n: number of pairs (including zero differences).
+        n_nonzero: pairs with a non-zero difference (the ones the test ranks).
+        statistic: scipy's signed-rank statistic (``nan`` when the test cannot run).
+        p_value: two-sided p-value (1.0 when every difference is zero, ``nan`` with no pairs).
+        min_p: smallest p-value reachable with ``n_nonzero`` pairs (see :func:`min_wilcoxon_p`).
+        method: ``"exact"``, ``"approx"`` or ``"none"``.
+    """
+
+    n: int
+    n_nonzero: int
+    statistic: float
+    p_value: float
+    min_p: float
+    method: str
+
+
+def wilcoxon_paired(a, b) -> WilcoxonResult:
+    """Two-sided Wilcoxon signed-rank test of ``a - b`` (pairs with a NaN are dropped).
+
+    Zero differences are discarded (Wilcoxon's convention). The exact distribution is used when
+    the remaining differences have no ties, otherwise the normal approximation.
+    """
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    diff = diff[~np.isnan(diff)]
+    nonzero = diff[diff != 0]
+    n, m = int(diff.size), int(nonzero.size)
+    if n == 0:
+        return WilcoxonResult(0, 0, float("nan"), float("nan"), 1.0, "none")
+    if m == 0:
+        return WilcoxonResult(n, 0, float("nan"), 1.0, 1.0, "none")
+    # metric differences like 0.91 - 0.87 and 0.88 - 0.84 are ties up to rounding
+    abs_vals = np.round(np.abs(nonzero), 12)
+    method = "exact" if np.unique(abs_vals).size == m else "approx"
+    res = stats.wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided", method=method)
+    return WilcoxonResult(n, m, float(res.statistic), float(res.pvalue), min_wilcoxon_p(m), method)
+
+
+def paired_bootstrap_ci(
+    a, b, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` and its percentile bootstrap CI ``(mean, low, high)``, resampling pairs.
+
+    Deterministic for a given ``seed``. With fewer than three pairs the interval is ``(nan, nan)``:
+    resampling one or two numbers says nothing. With few pairs the percentile interval is still too
+    narrow (it cannot exceed the range of the differences); read it alongside the Wilcoxon test.
+    """
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    diff = diff[~np.isnan(diff)]
+    small = _mean_without_interval(diff, 3)
+    if small is not None:
+        return small
+    mean = float(diff.mean())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(n_resamples, diff.size))
+    means = diff[idx].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return mean, float(low), float(high)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (NaNs stay NaN and do not count towards the family size).
+
+    The i-th smallest of m p-values is multiplied by ``m - i`` (i from 0), a running maximum keeps the
+    adjusted values monotone, and the result is capped at 1. Rejecting where the adjusted value is
+    below alpha controls the family-wise error rate at alpha.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = valid.size
+    if m == 0:
+        return out
+    order = valid[np.argsort(p[valid], kind="stable")]
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out

@@ -1,0 +1,365 @@
+"""The real run function of a study: train through a bundle's ``train.yaml``, then evaluate and measure.
+
+One training code path: every run builds ``monai.bundle.ConfigWorkflow(config_file=<bundle>/configs/
+train.yaml, workflow_type="train", **knobs)`` with the bundle's documented knobs (``dataset_dir``,
+``datalist``, ``output_dir``, ``optimizer``, ``rho``, ``lr``, ``max_epochs``, ``batch_size``,
+``image_size``, ``num_classes``, ``network``, ``pretrained_path``, ``amp``, ``seed``), so a study run
+trains exactly as ``python -m monai.bundle run`` would. Per-method hyperparameters other than ``rho``
+(GSAM ``alpha``, WSAM ``gamma``...) are passed as overrides of the optimizer component (``optim#<key>``).
+
+Evaluation reuses the bundle's components instead of a second workflow: the trained ``network_def``
+(with the best-validation checkpoint loaded, or the last weights) and the bundle's validation
+preprocessing (``validate#preprocessing``) are applied, in eval mode, to the fold's training and test
+lists. Running the same transforms and mode on both is what makes the generalization gap meaningful,
+and having the probabilities gives every metric of :func:`monai_sam.metrics.classification_metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_sam.metrics import classification_metrics
+from monai_sam.study.config import StudyConfig
+from monai_sam.study.data import StudyData, prepare_study_data
+from monai_sam.study.grid import RunSpec
+
+__all__ = ["BundleRunFunction", "TrainingRecorder", "bundle_config_file", "default_bundles_dir"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_bundles_dir() -> Path:
+    """``<repo>/bundles`` next to the installed ``monai_sam`` package (editable installs, checkouts)."""
+    return Path(__file__).resolve().parents[2] / "bundles"
+
+
+def bundle_config_file(bundle: str, bundles_dir: str | Path | None, name: str = "train.yaml") -> Path:
+    """Path of ``configs/<name>`` of ``bundle`` (a name under ``bundles_dir`` or a bundle directory).
+
+    Raises:
+        FileNotFoundError: naming the path tried and how to point the study elsewhere.
+    """
+    direct = Path(bundle).expanduser()
+    root = direct if direct.is_dir() else Path(bundles_dir or default_bundles_dir()) / bundle
+    path = root / "configs" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bundle config not found: {path}; set bundles_dir in the study config (or a network's "
+            "'bundle:' to a bundle directory)"
+        )
+    return path
+
+
+class TrainingRecorder:
+    """Collects per-epoch curves and pass counts from a bundle's trainer and evaluator.
+
+    Attaches to Ignite events, so it sees exactly what the bundle runs: the mean training loss per
+    epoch, the mean online SAM sharpness (``sharpness`` in the iteration output, when the optimizer is
+    sharpness-aware), every validation metric, and the number of forward-backward passes (the
+    iteration's ``num_passes`` output, 1 for a plain optimizer).
+    """
+
+    def __init__(self) -> None:
+        self.curves: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_online_sharpness": []}
+        self.val: list[dict[str, float]] = []
+        self.passes = 0
+        self.iterations = 0
+        self._losses: list[float] = []
+        self._sharpness: list[float] = []
+        self._trainer: Any = None
+
+    def attach(self, trainer: Any, evaluator: Any | None) -> TrainingRecorder:
+        """Register the handlers on ``trainer`` (and ``evaluator`` when the bundle validates)."""
+        from ignite.engine import Events
+
+        self._trainer = trainer
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+        if evaluator is not None:
+            evaluator.add_event_handler(Events.COMPLETED, self._validated)
+        return self
+
+    @staticmethod
+    def _scalar(value: Any) -> float:
+        """A float from a tensor or number (``nan`` otherwise)."""
+        if isinstance(value, torch.Tensor):
+            return float(value.detach().float().mean()) if value.numel() else math.nan
+        return float(value) if isinstance(value, (int, float)) else math.nan
+
+    def _iteration(self, engine: Any) -> None:
+        output = engine.state.output
+        if isinstance(output, list):  # decollated output: one dict per sample, loss identical
+            output = output[0] if output else {}
+        output = output if isinstance(output, dict) else {}
+        self.iterations += 1
+        self.passes += int(self._scalar(output.get("num_passes", 1)) or 1)
+        self._losses.append(self._scalar(output.get("loss")))
+        self._sharpness.append(self._scalar(output.get("sharpness")))
+
+    def _epoch(self, engine: Any) -> None:
+        with np.errstate(all="ignore"):
+            loss = float(np.nanmean(self._losses)) if self._losses else math.nan
+            sharp = np.asarray(self._sharpness, dtype=float)
+            sharp_mean = float(np.nanmean(sharp)) if np.isfinite(sharp).any() else math.nan
+        self.curves["epoch"].append(engine.state.epoch)
+        self.curves["train_loss"].append(loss)
+        self.curves["train_online_sharpness"].append(sharp_mean)
+        self._losses, self._sharpness = [], []
+
+    def _validated(self, engine: Any) -> None:
+        metrics = {k: self._scalar(v) for k, v in engine.state.metrics.items()}
+        key = getattr(engine.state, "key_metric_name", None)
+        epoch = self._trainer.state.epoch if self._trainer is not None else len(self.val) + 1
+        self.val.append({"epoch": epoch, "key_metric": metrics.get(key, math.nan), **metrics})
+
+    def result(self) -> dict[str, Any]:
+        """Curves as lists (``val_key_metric`` aligned on validation epochs) and pass counts."""
+        curves: dict[str, Any] = dict(self.curves)
+        curves["val_epoch"] = [v["epoch"] for v in self.val]
+        curves["val_key_metric"] = [v["key_metric"] for v in self.val]
+        for key in sorted({k for v in self.val for k in v} - {"epoch", "key_metric"}):
+            name = key if key.startswith("val_") else f"val_{key}"
+            curves[name] = [v.get(key, math.nan) for v in self.val]
+        return curves
+
+
+class BundleRunFunction:
+    """Train one :class:`RunSpec` through its bundle, evaluate it, measure sharpness; returns a record.
+
+    The data set and folds are prepared on the first call (see :func:`prepare_study_data`).
+
+    Args:
+        config: the study configuration.
+        output_dir: the study output directory; each run works in ``work/<run_id>/``, which is
+            removed after the run unless ``keep_work`` (checkpoints are large).
+        keep_work: keep the bundle's output directory (checkpoint, logs, TensorBoard) of every run.
+    """
+
+    def __init__(self, config: StudyConfig, output_dir: str | Path, keep_work: bool = False) -> None:
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.keep_work = keep_work
+        self._data: StudyData | None = None
+
+    @property
+    def data(self) -> StudyData:
+        """The study's data set and fold files (prepared once)."""
+        if self._data is None:
+            self._data = prepare_study_data(self.config, self.output_dir)
+        return self._data
+
+    def overrides(self, spec: RunSpec, work_dir: Path) -> dict[str, Any]:
+        """The ConfigWorkflow overrides (bundle knobs) for ``spec``."""
+        train = spec.train_settings(self.config.train)
+        knobs: dict[str, Any] = {
+            "dataset_dir": str(self.data.dataset_dir),
+            "datalist": str(self.data.split_files[spec.fold]),
+            "output_dir": str(work_dir),
+            "optimizer": spec.optimizer.name,
+            "lr": float(train["lr"]),
+            "max_epochs": int(train["max_epochs"]),
+            "batch_size": int(train["batch_size"]),
+            "image_size": int(train["image_size"]),
+            "num_classes": int(self.config.data["num_classes"]),
+            "network": spec.network.name,
+            "amp": bool(train["amp"]),
+            "seed": int(spec.seed),
+            "progress": False,  # one study-level progress bar instead of one per run
+        }
+        if spec.optimizer.rho is not None:
+            knobs["rho"] = float(spec.optimizer.rho)
+        pretrained = (train.get("pretrained") or {}).get(spec.network.name)
+        if pretrained:
+            knobs["pretrained_path"] = str(pretrained)
+        for key, value in spec.optimizer.kwargs.items():
+            knobs[f"optim#{key}"] = value
+        knobs.update(train.get("overrides") or {})
+        return knobs
+
+    def __call__(self, spec: RunSpec) -> dict[str, Any]:
+        """Train, evaluate on the fold's training and test lists, and measure sharpness."""
+        from monai.bundle import ConfigWorkflow
+        from monai.utils import set_determinism
+
+        work_dir = self.output_dir / "work" / spec.run_id
+        shutil.rmtree(work_dir, ignore_errors=True)  # a half-finished earlier attempt
+        work_dir.mkdir(parents=True)
+        config_file = bundle_config_file(spec.network.bundle, self.config.bundles_dir)
+        workflow = ConfigWorkflow(
+            config_file=str(config_file),
+            workflow_type="train",
+            logging_file=False,
+            **self.overrides(spec, work_dir),
+        )
+        workflow.initialize()
+        parser = workflow.parser
+        recorder = TrainingRecorder().attach(
+            parser.get_parsed_content("train#trainer"), _optional(parser, "validate#evaluator")
+        )
+        start = time.perf_counter()
+        workflow.run()
+        train_wall = time.perf_counter() - start
+        network = parser.get_parsed_content("network_def")
+        checkpoint = self._load_checkpoint(network, work_dir)
+        transform = _optional(parser, "validate#preprocessing")
+        workflow.finalize()
+        set_determinism(seed=None)
+        start = time.perf_counter()
+        split = _read_split(self.data.split_files[spec.fold])
+        train_metrics = self._evaluate(network, split["training"], transform)
+        test_metrics = self._evaluate(network, split["test"], transform)
+        eval_wall = time.perf_counter() - start
+        start = time.perf_counter()
+        sharpness = self._sharpness(network, split["training"], transform, spec.seed)
+        sharp_wall = time.perf_counter() - start
+        _close_file_logs(work_dir)
+        if not self.keep_work:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return {
+            "test": test_metrics,
+            "train": train_metrics,
+            "gap": {
+                "loss": test_metrics["cross_entropy"] - train_metrics["cross_entropy"],
+                "accuracy": train_metrics["accuracy"] - test_metrics["accuracy"],
+                "macro_auc": train_metrics["macro_auc"] - test_metrics["macro_auc"],
+            },
+            "sharpness": sharpness,
+            "curves": recorder.result(),
+            "passes": recorder.passes,
+            "iterations": recorder.iterations,
+            "epochs": len(recorder.curves["epoch"]),
+            "checkpoint": checkpoint,
+            "train_wall_s": train_wall,
+            "eval_wall_s": eval_wall,
+            "sharpness_wall_s": sharp_wall,
+            "bundle_config": str(config_file),
+        }
+
+    def _load_checkpoint(self, network: torch.nn.Module, work_dir: Path) -> str:
+        """Load the best-validation checkpoint (``evaluation.checkpoint: best``); returns what was used."""
+        if self.config.evaluation["checkpoint"] != "best":
+            return "last"
+        # the bundles' CheckpointSaver writes the best validation key metric to <output_dir>/model.pt
+        best = [work_dir / "model.pt"] if (work_dir / "model.pt").is_file() else []
+        if not best:
+            logger.warning("no best-model checkpoint under %s: evaluating the last weights", work_dir)
+            return "last (no checkpoint found)"
+        state = torch.load(best[-1], map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and set(state) == {"model"}:
+            state = state["model"]
+        elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        network.load_state_dict(state)
+        return f"best ({best[-1].name})"
+
+    def _loader(self, items: list[dict], transform: Any, batch_size: int) -> torch.utils.data.DataLoader:
+        """A deterministic loader over ``items`` with the bundle's evaluation transforms."""
+        from monai.data import DataLoader, Dataset
+
+        if transform is None:
+            from monai_sam.data import ultrasound_transforms
+
+            transform = ultrasound_transforms(int(self.config.train["image_size"]), train=False)
+        return DataLoader(
+            Dataset(items, transform=transform), batch_size=batch_size, shuffle=False, num_workers=0
+        )
+
+    def _evaluate(self, network: torch.nn.Module, items: list[dict], transform: Any) -> dict[str, float]:
+        """Eval-mode class probabilities on ``items`` and every classification metric."""
+        device = next(network.parameters()).device
+        network.eval()
+        probs, labels = [], []
+        with torch.no_grad():
+            for batch in self._loader(items, transform, int(self.config.train["batch_size"])):
+                out = network(_plain(batch["image"]).to(device))
+                logits = out[0] if isinstance(out, (tuple, list)) else out
+                probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+                labels.append(_plain(batch["label"]).reshape(-1).cpu().numpy())
+        return classification_metrics(np.concatenate(labels), np.concatenate(probs), self.data.class_names)
+
+    def _sharpness(
+        self, network: torch.nn.Module, items: list[dict], transform: Any, seed: int
+    ) -> dict[str, float]:
+        """The configured sharpness measures on a fixed subset of training images (eval mode)."""
+        cfg = self.config.sharpness
+        if not cfg["enabled"] or not cfg["measures"]:
+            return {}
+        from monai_sam import sharpness as sh
+
+        batch_size, batches = int(cfg["batch_size"]), int(cfg["batches"])
+        rng = np.random.default_rng(int(self.config.data["split_seed"]))
+        subset = [items[i] for i in sorted(rng.permutation(len(items))[: batch_size * batches])]
+        loader = self._loader(subset, transform, batch_size)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        common = {"mode": "eval", "progress": False, "seed": int(seed), "max_batches": batches}
+        ascent = {"steps": int(cfg["ascent_steps"]), "random_starts": 0}
+        measures = {
+            "hessian_top_eigenvalue": lambda: (
+                sh.hessian_top_eigenvalue(
+                    network, loader, loss_fn, iters=int(cfg["power_iterations"]), **common
+                ).eigenvalue
+            ),
+            "hessian_trace": lambda: (
+                sh.hessian_trace(
+                    network, loader, loss_fn, probes=int(cfg["power_iterations"]), **common
+                ).trace
+            ),
+            "sam_sharpness": lambda: (
+                sh.sam_sharpness(network, loader, loss_fn, rho=float(cfg["rho"]), **common).sharpness
+            ),
+            "worst_case_sharpness": lambda: (
+                sh.worst_case_sharpness(
+                    network, loader, loss_fn, rho=float(cfg["rho"]), **ascent, **common
+                ).sharpness
+            ),
+            "adaptive_sharpness": lambda: (
+                sh.adaptive_sharpness(network, loader, loss_fn, **ascent, **common).sharpness
+            ),
+        }
+        return {name: float(measures[name]()) for name in cfg["measures"]}
+
+
+def _close_file_logs(work_dir: Path) -> None:
+    """Detach and close the log-file handlers a bundle run opened under ``work_dir``.
+
+    The bundles' ``add_file_log`` hangs a FileHandler on several loggers for the run's ``train.log``;
+    in a study of many runs in one process they would pile up, each writing every later record.
+    """
+    root = str(work_dir.resolve())
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for handler in list(lg.handlers):
+            if isinstance(handler, logging.FileHandler) and handler.baseFilename.startswith(root):
+                lg.removeHandler(handler)
+                handler.close()
+
+
+def _optional(parser: Any, key: str) -> Any:
+    """``parser.get_parsed_content(key)`` or None when the bundle has no such id."""
+    try:
+        return parser.get_parsed_content(key)
+    except KeyError:
+        return None
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """A plain tensor from a MONAI MetaTensor (or a tensor)."""
+    as_tensor = getattr(x, "as_tensor", None)
+    return as_tensor() if callable(as_tensor) else torch.as_tensor(x)
+
+
+def _read_split(path: Path) -> dict[str, Any]:
+    """The validated split dict of one fold."""
+    from monai_sam.data import load_split
+
+    return load_split(path)

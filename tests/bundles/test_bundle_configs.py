@@ -1,0 +1,193 @@
+"""Bundle configs without training: metadata schema, ConfigWorkflow properties, clear errors on bad knobs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jsonschema
+import pytest
+import torch
+from conftest import BUNDLES, SCHEMA, config, run_cli
+from monai.bundle import ConfigWorkflow
+
+from monai_sam.networks import build_network
+
+BUNDLE_NAMES = sorted(BUNDLES)
+
+#: Knobs every bundle must expose at the top level of train.yaml (the study overrides them by name).
+KNOBS = (
+    "dataset_dir",
+    "datalist",
+    "output_dir",
+    "optimizer",
+    "rho",
+    "lr",
+    "max_epochs",
+    "batch_size",
+    "image_size",
+    "num_classes",
+    "network",
+    "pretrained_path",
+    "amp",
+    "seed",
+    "device",
+    "num_workers",
+    "val_interval",
+)
+#: Config ids other tools rely on.
+STABLE_IDS = (
+    "network_def",
+    "train#trainer",
+    "validate#evaluator",
+    "train#dataset",
+    "validate#dataset",
+    "optim",
+)
+STABLE_IDS += ("lr_scheduler", "datalist_dict", "class_names")
+
+
+def workflow(bundle: str, names: tuple[str, ...], workflow_type: str, **overrides) -> ConfigWorkflow:
+    """A ConfigWorkflow over ``names`` of ``bundle`` with ``overrides``."""
+    files = [str(BUNDLES[bundle] / "configs" / f"{n}.yaml") for n in names]
+    return ConfigWorkflow(
+        config_file=files if len(files) > 1 else files[0],
+        meta_file=str(BUNDLES[bundle] / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        **overrides,
+    )
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_metadata_matches_schema(bundle):
+    meta = json.loads((BUNDLES[bundle] / "configs" / "metadata.json").read_text())
+    jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
+    assert meta["schema"].endswith("meta_schema_20240725.json")
+    assert "monai-sam" in meta["required_packages_version"]
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["num_channels"] == 1
+    assert fmt["outputs"]["pred"]["num_channels"] == 3
+
+
+def test_schema_rejects_missing_required_key():
+    meta = json.loads((BUNDLES["cnn"] / "configs" / "metadata.json").read_text())
+    del meta["required_packages_version"]
+    with pytest.raises(jsonschema.ValidationError, match="required_packages_version"):
+        jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", ["cnn"])  # the schema itself is checked for both bundles above
+def test_verify_metadata_cli_offline(bundle, tmp_path):
+    schema = tmp_path / "schema.json"
+    shutil.copy(SCHEMA, schema)  # pre-placed: verify_metadata then skips the download
+    proc = run_cli(
+        [
+            "verify_metadata",
+            "--meta_file",
+            str(BUNDLES[bundle] / "configs" / "metadata.json"),
+            "--filepath",
+            str(schema),
+        ],
+        cwd=tmp_path,
+    )
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+@pytest.mark.parametrize(
+    ("names", "workflow_type"),
+    [(("train",), "train"), (("train", "evaluate"), "eval"), (("inference",), "infer")],
+)
+def test_check_properties_empty(bundle, names, workflow_type, phantom_dir, tmp_path):
+    # check_properties instantiates every required component, so give it data and a checkpoint.
+    wf = workflow(bundle, names, workflow_type, output_dir=str(tmp_path), image_size=32)
+    net = build_network(wf.parser["network"], 3, image_size=32)
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    wf.parser["dataset_dir" if workflow_type != "infer" else "input_dir"] = str(phantom_dir)
+    wf.initialize()
+    assert wf.check_properties() == []
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_knobs_and_stable_ids(bundle):
+    wf = workflow(bundle, ("train",), "train")
+    for key in (*KNOBS, *STABLE_IDS):
+        assert key in wf.parser, f"{bundle} train.yaml lacks {key}"
+    wf = workflow(bundle, ("train", "evaluate"), "eval")
+    for key in ("ckpt_path", "eval_split", "evaluator", "dataset"):
+        assert key in wf.parser
+    wf = workflow(bundle, ("inference",), "infer")
+    for key in ("input_dir", "ckpt_path", "network", "num_classes", "image_size", "output_dir"):
+        assert key in wf.parser
+
+
+def _error_chain(err: BaseException) -> str:
+    """All messages of an exception and its causes (MONAI wraps config errors)."""
+    messages = []
+    while err is not None:
+        messages.append(str(err))
+        err = err.__cause__ or err.__context__
+    return "\n".join(messages)
+
+
+def _parse_error(wf: ConfigWorkflow, item: str) -> str:
+    """The error chain of initialising ``wf`` and resolving ``item`` (the test fails if none is raised)."""
+    with pytest.raises(Exception) as info:  # MONAI wraps the cause in a RuntimeError
+        wf.initialize()
+        wf.parser.get_parsed_content(item)
+    return _error_chain(info.value)
+
+
+def test_bad_dataset_dir_is_named(tmp_path):
+    wf = workflow("cnn", ("train",), "train", dataset_dir="/no/such/busi", output_dir=str(tmp_path))
+    message = _parse_error(wf, "datalist_dict")
+    assert "dataset_dir '/no/such/busi' is not a directory" in message
+
+
+def test_unknown_optimizer_lists_names(tmp_path):
+    wf = workflow("cnn", ("train",), "train", optimizer="sharpy", output_dir=str(tmp_path), image_size=32)
+    message = _parse_error(wf, "optim")
+    assert "Unknown optimizer name 'sharpy'" in message and "sam" in message
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_unknown_network_lists_names(bundle, tmp_path):
+    wf = workflow(bundle, ("train",), "train", network="densenet", output_dir=str(tmp_path))
+    message = _parse_error(wf, "network_def")
+    assert "unknown network 'densenet'; available networks:" in message and "resnet50" in message
+
+
+def test_checkpoint_of_wrong_shape_is_explained(tmp_path):
+    torch.save(build_network("resnet18", 3, image_size=32).state_dict(), tmp_path / "model.pt")
+    wf = workflow(
+        "cnn",
+        ("inference",),
+        "infer",
+        ckpt_path=str(tmp_path / "model.pt"),
+        num_classes=2,
+        output_dir=str(tmp_path),
+    )
+    message = _parse_error(wf, "net")
+    assert "'fc.weight' has shape (3, 512) in the file but (2, 512) in the network" in message
+    assert "num_classes" in message
+
+
+@pytest.mark.slow
+def test_bad_dataset_dir_message_reaches_cli_user(tmp_path):
+    proc = run_cli(
+        [
+            "run",
+            "--config_file",
+            config("cnn", "train"),
+            "--output_dir",
+            str(tmp_path),
+            "--dataset_dir",
+            "/no/busi",
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "dataset_dir '/no/busi' is not a directory" in proc.stderr

@@ -1,0 +1,132 @@
+"""Study config validation, presets and command-line overrides."""
+
+import argparse
+
+import pytest
+from conftest import make_config
+
+from monai_sam.cli import build_parser
+from monai_sam.cli.study_command import apply_overrides
+from monai_sam.study.config import PRESETS, StudyConfig, load_config, load_preset, preset_dict
+from monai_sam.study.grid import expand_grid
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load(name):
+    config = load_preset(name)
+    assert config.analysis["baseline"] in [o.label for o in config.optimizers]
+    assert expand_grid(config)
+
+
+def test_paper_preset_matches_paper_grid():
+    config = load_preset("paper")
+    assert [n.name for n in config.networks] == ["resnet50", "vgg16", "vit", "swin_t"]
+    assert [n.bundle for n in config.networks] == ["breast_us_cnn"] * 2 + ["breast_us_vit"] * 2
+    assert {o.name for o in config.optimizers} == {"adam", "sam", "asam", "gsam", "wsam", "crsam"}
+    assert config.train["image_size"] == 224 and config.data["folds"] == 5
+
+
+def test_grid_order_and_ids():
+    config = make_config()
+    specs = expand_grid(config)
+    assert len(specs) == 5 * 2 * 2 * 3
+    assert specs[0].run_id == "resnet18__adam__fold0__seed0"
+    assert len({s.run_id for s in specs}) == len(specs)
+    assert [s.fold for s in specs[:12]] == [0] * 12  # fold-major
+
+
+def test_optimizer_kwargs_parsed():
+    config = make_config(optimizers=["adam", {"name": "gsam", "label": "gsam-a", "rho": 0.1, "alpha": 0.2}])
+    gsam = config.optimizers[1]
+    assert (gsam.name, gsam.label, gsam.rho, gsam.kwargs) == ("gsam", "gsam-a", 0.1, {"alpha": 0.2})
+    again = StudyConfig.from_dict(config.to_dict())
+    assert again.optimizers == config.optimizers and again.fingerprint() == config.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"optimizers": ["adam", "notanoptimizer"]}, "unknown optimizer"),
+        ({"networks": ["resnet9000"]}, "unknown network"),
+        ({"trian": {}}, "unknown key"),
+        ({"train": {"max_epoch": 3}}, "unknown key"),
+        ({"data": {"source": "s3"}}, "data.source"),
+        ({"data": {"source": "folder"}}, "dataset_dir"),
+        ({"folds": [7]}, "outside"),
+        ({"optimizers": ["sam", "asam"]}, "baseline"),
+        ({"optimizers": ["adam", "adam"]}, "unique"),
+        ({"sharpness": {"measures": ["flatness"]}}, "sharpness measure"),
+        ({"evaluation": {"checkpoint": "middle"}}, "checkpoint"),
+        ({"networks": []}, "non-empty"),
+    ],
+)
+def test_bad_config_errors(changes, match):
+    with pytest.raises(ValueError, match=match):
+        make_config(**changes)
+
+
+def test_bad_preset_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="unknown study preset"):
+        load_preset("fast")
+    with pytest.raises(FileNotFoundError, match="study config not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(bad)
+
+
+def test_fingerprint_tracks_training_settings_only():
+    base = make_config()
+    assert make_config(seeds=[0, 1, 2]).fingerprint() == base.fingerprint()  # grid changes resume
+    assert make_config(train={"max_epochs": 3}).fingerprint() != base.fingerprint()
+
+
+def test_cli_overrides():
+    args = build_parser().parse_args(
+        [
+            "study",
+            "--preset",
+            "busi-cpu",
+            "--output",
+            "x",
+            "--max-epochs",
+            "2",
+            "--folds",
+            "0",
+            "1",
+            "--optimizers",
+            "adam",
+            "sam",
+            "--networks",
+            "resnet18",
+            "--dataset-dir",
+            "/data",
+            "--no-sharpness",
+        ]
+    )
+    config = StudyConfig.from_dict(apply_overrides(preset_dict("busi-cpu"), args))
+    assert config.train["max_epochs"] == 2 and config.folds == [0, 1]
+    assert [o.label for o in config.optimizers] == ["adam", "sam"]
+    assert [n.name for n in config.networks] == ["resnet18"]
+    assert config.data["dataset_dir"] == "/data" and config.sharpness["enabled"] is False
+    with pytest.raises(ValueError, match="not in the config"):
+        apply_overrides(preset_dict("quick"), argparse.Namespace(**{**vars(args), "optimizers": ["lion"]}))
+
+
+def test_cli_bad_input_exit_code(tmp_path, capsys):
+    from monai_sam.cli import main
+
+    assert main(["study", "--output", str(tmp_path)]) == 2
+    assert "--preset" in capsys.readouterr().err
+    assert main(["study", "--report-only", "--output", str(tmp_path / "nothing")]) == 2
+    assert "study.yaml" in capsys.readouterr().err
+
+
+def test_example_yaml_in_repository_is_valid():
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[2] / "study" / "example.yaml")
+    assert [o.label for o in config.optimizers] == ["adam", "sam", "gsam-a0.1", "gsam-a0.4"]
+    assert config.optimizers[2].kwargs == {"alpha": 0.1}
+    assert config.train["overrides"] == {"early_stop_patience": 8}

@@ -1,0 +1,99 @@
+"""Report of a study from synthetic runs: summaries, paired tests, verdicts, claims and files."""
+
+import csv
+
+import numpy as np
+import pytest
+import yaml
+from conftest import FakeRun, make_config
+from scipy import stats
+
+from monai_sam.cli import main
+from monai_sam.study.analysis import claims_table, compare_to_baseline, flatten_run, summarize
+from monai_sam.study.report import write_report
+from monai_sam.study.runner import load_runs, run_study
+
+
+def _rows(tmp_path, config, run_fn):
+    run_study(config, tmp_path, run_fn=run_fn, progress=False)
+    return [flatten_run(r) for r in load_runs(tmp_path)]
+
+
+def test_verdicts_with_enough_pairs(tmp_path):
+    config = make_config()  # 5 folds x 2 seeds = 10 pairs per comparison
+    rows = _rows(tmp_path, config, FakeRun(sam_gain=0.05, asam_loss=0.05))
+    comps = {
+        (c.network, c.optimizer): c for c in compare_to_baseline(rows, config) if c.metric == "test_macro_auc"
+    }
+    assert len(comps) == 4
+    for net in ("resnet18", "vit_small"):
+        sam, asam = comps[(net, "sam")], comps[(net, "asam")]
+        assert sam.n == 10 and sam.method == "exact"
+        assert sam.wilcoxon_p == pytest.approx(2 / 2**10)
+        assert sam.wilcoxon_p < sam.p_holm <= 4 * sam.wilcoxon_p  # Holm over 4 comparisons
+        assert sam.verdict == "improves" and not sam.underpowered
+        assert asam.verdict == "hurts"
+        assert sam.mean_diff == pytest.approx(0.05, abs=0.02)
+        assert sam.boot_low < sam.mean_diff < sam.boot_high
+    claims = {r["claim"]: r["status"] for r in claims_table(list(comps.values()), config)}
+    assert claims["SAM improves generalization for every model"] == "supported"
+    assert claims["ASAM improves the CNNs"] == "contradicted"
+    assert claims["SAM is the only sharpness-based optimizer that helps consistently"] == "supported"
+    assert claims["GSAM is inconsistent across models"] == "not tested"
+
+
+def test_no_effect_is_no_evidence(tmp_path):
+    config = make_config()
+    rows = _rows(tmp_path, config, FakeRun(sam_gain=0.0, noise=0.02))
+    comps = [c for c in compare_to_baseline(rows, config) if c.metric == "test_accuracy"]
+    assert {c.verdict for c in comps} == {"no evidence"}
+
+
+def test_few_pairs_flagged_underpowered(tmp_path):
+    config = make_config(seeds=[0], folds=[0, 1, 2])
+    rows = _rows(tmp_path, config, FakeRun(sam_gain=0.2))
+    comps = compare_to_baseline(rows, config)
+    assert all(c.underpowered and c.verdict == "no evidence" for c in comps)
+    claims = {r["claim"]: r["status"] for r in claims_table(comps, config)}
+    assert claims["SAM improves generalization for every model"].startswith("inconclusive")
+
+
+def test_summary_ci_matches_t_interval(tmp_path):
+    config = make_config()
+    rows = _rows(tmp_path, config, FakeRun())
+    entry = next(s for s in summarize(rows) if s["network"] == "resnet18" and s["optimizer"] == "sam")
+    values = [r["test_macro_auc"] for r in rows if r["network"] == "resnet18" and r["optimizer"] == "sam"]
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert entry["n"] == 10
+    assert (entry["test_macro_auc_ci_low"], entry["test_macro_auc_ci_high"]) == pytest.approx((low, high))
+
+
+def test_report_files_and_report_only_cli(tmp_path):
+    config = make_config(seeds=[0], folds=[0, 1, 2])
+    run_study(config, tmp_path, run_fn=FakeRun(), progress=False)
+    report = write_report(tmp_path)
+    text = report.read_text()
+    for needle in ("Paired comparison with adam", "Wilcoxon", "Holm", "can reach significance", "claims"):
+        assert needle.lower() in text.lower()
+    assert "no comparison can reach significance" in text
+    for name in (
+        "runs.csv",
+        "summary.csv",
+        "comparisons.csv",
+        "study_metric.png",
+        "study_curves.png",
+        "study_sharpness_gap.png",
+        "study_differences.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    with (tmp_path / "runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 18 and "sharpness_hessian_top_eigenvalue" in rows[0] and "gap_loss" in rows[0]
+    (tmp_path / "report.md").unlink()
+    assert main(["study", "--report-only", "--output", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text() == text
+
+
+def test_report_of_empty_study(tmp_path):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(make_config().to_dict()))
+    assert "No run has finished yet" in write_report(tmp_path).read_text()

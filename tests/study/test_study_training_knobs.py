@@ -1,0 +1,57 @@
+"""The bundle knobs a study run passes to ConfigWorkflow (no training)."""
+
+from pathlib import Path
+
+import pytest
+from conftest import make_config
+
+from monai_sam.study.data import StudyData
+from monai_sam.study.grid import expand_grid
+from monai_sam.study.training import BundleRunFunction, bundle_config_file
+
+
+def _run_function(tmp_path, **changes):
+    config = make_config(**changes)
+    run_fn = BundleRunFunction(config, tmp_path)
+    split = tmp_path / "fold_0.json"
+    run_fn._data = StudyData(dataset_dir=tmp_path, split_files={0: split}, class_names=["a", "b", "c"])
+    return config, run_fn
+
+
+def test_knobs_follow_spec_and_network_settings(tmp_path):
+    config, run_fn = _run_function(
+        tmp_path,
+        networks=["resnet18", {"name": "vit_small", "train": {"lr": 3.0e-4}}],
+        optimizers=["adam", {"name": "gsam", "rho": 0.1, "alpha": 0.2}],
+        train={
+            "lr": 1.0e-3,
+            "max_epochs": 3,
+            "pretrained": {"resnet18": "/w/r18.pth"},
+            "overrides": {"val_interval": 2},
+        },
+        folds=[0],
+        seeds=[4],
+    )
+    specs = {s.run_id: s for s in expand_grid(config)}
+    cnn = run_fn.overrides(specs["resnet18__gsam__fold0__seed4"], tmp_path / "w")
+    assert cnn["optimizer"] == "gsam" and cnn["rho"] == 0.1 and cnn["optim#alpha"] == 0.2
+    assert cnn["lr"] == 1.0e-3 and cnn["max_epochs"] == 3 and cnn["seed"] == 4
+    assert cnn["datalist"] == str(tmp_path / "fold_0.json") and cnn["network"] == "resnet18"
+    assert cnn["pretrained_path"] == "/w/r18.pth" and cnn["val_interval"] == 2 and cnn["progress"] is False
+    vit = run_fn.overrides(specs["vit_small__adam__fold0__seed4"], tmp_path / "w")
+    assert vit["lr"] == 3.0e-4 and "rho" not in vit and "pretrained_path" not in vit
+
+
+def test_bundle_config_lookup(tmp_path):
+    assert bundle_config_file("breast_us_cnn", None).name == "train.yaml"
+    with pytest.raises(FileNotFoundError, match="bundles_dir"):
+        bundle_config_file("breast_us_cnn", tmp_path)
+    own = tmp_path / "mine" / "configs"
+    own.mkdir(parents=True)
+    (own / "train.yaml").write_text("{}")
+    assert bundle_config_file(str(tmp_path / "mine"), None) == Path(own / "train.yaml")
+
+
+def test_bad_network_train_key():
+    with pytest.raises(ValueError, match="unknown key"):
+        make_config(networks=[{"name": "resnet18", "train": {"learning_rate": 1}}])
