@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -80,6 +81,11 @@ def training_scalars(
     return scalars
 
 
+def _shown_value(output: Any, key: str) -> dict[str, float]:
+    """The progress bar's postfix: ``{key: value}`` of the current iteration (NaN when absent)."""
+    return {key: training_scalars(output, (key,)).get(key, float("nan"))}
+
+
 class EpochProgressBar:
     """An ignite progress bar (tqdm) over each epoch's iterations, showing the running loss.
 
@@ -96,9 +102,6 @@ class EpochProgressBar:
 
     def attach(self, engine: Engine) -> None:
         """Attach a fresh :class:`ignite.handlers.ProgressBar` to ``engine``."""
-        transform = None
-        if self.output_key is not None:
-            key = self.output_key
-            transform = lambda out: {key: training_scalars(out, (key,)).get(key, float("nan"))}  # noqa: E731
+        transform = None if self.output_key is None else functools.partial(_shown_value, key=self.output_key)
         bar = ProgressBar(persist=self.persist, desc=self.desc)
         bar.attach(engine, output_transform=transform, event_name=Events.ITERATION_COMPLETED)

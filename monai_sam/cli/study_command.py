@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def register(subparsers: Any) -> None:
     group.add_argument("--keep-going", action="store_true", help="record a failed run and continue")
     parser.add_argument("--keep-work", action="store_true", help="keep each run's checkpoints and logs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (1 on a shared machine: oversubscription is very slow)"
+    )
     parser.set_defaults(func=run_study_command)
 
 
@@ -101,6 +105,10 @@ def run_study_command(args: argparse.Namespace) -> int:
         return 0
     if args.config is None and args.preset is None:
         raise ValueError("give --config study.yaml or --preset quick|busi-cpu|paper (or --report-only)")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     raw = read_config_dict(args.config) if args.config else preset_dict(args.preset)
     source = str(args.config) if args.config else f"preset {args.preset!r}"
     config = StudyConfig.from_dict(apply_overrides(raw, args), source=source)
@@ -109,6 +117,11 @@ def run_study_command(args: argparse.Namespace) -> int:
         from monai_sam.study.training import BundleRunFunction
 
         run_fn = BundleRunFunction(config, args.output, keep_work=True)
-    run_study(config, args.output, run_fn=run_fn, progress=not args.no_progress)
+    try:
+        run_study(config, args.output, run_fn=run_fn, progress=not args.no_progress)
+    except RuntimeError as err:  # a run failed: its traceback is in failed/<run_id>.json
+        print(f"monai-sam study: error: {err} (traceback in {args.output}/failed/)", file=sys.stderr)
+        write_report(args.output, config)  # the finished runs are still reported
+        return 1
     print(f"report: {write_report(args.output, config)}")
     return 0

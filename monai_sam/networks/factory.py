@@ -3,7 +3,7 @@
 CNN family: ``resnet50`` (the paper's CNN), ``resnet18`` (CPU scale), both MONAI ResNets with the
 torchvision stem (7x7 stride-2 conv + max-pool) and torchvision parameter names, so torchvision ImageNet
 files load; ``vgg16`` and ``vgg16_bn`` from torchvision. Transformer family: ``vit`` (MONAI ViT-B/16),
-``vit_small`` (a 6-layer, 192-wide MONAI ViT for CPU runs), ``swin_t`` (torchvision Swin-T) and
+``vit_small`` (a 6-layer, 192-wide, patch-8 MONAI ViT for CPU runs), ``swin_t`` (torchvision Swin-T) and
 ``swin_micro`` (a 48-wide Swin for CPU runs). Every network takes ``in_channels`` channels and returns
 one ``(batch, num_classes)`` logits tensor.
 """
@@ -123,11 +123,11 @@ _NETWORKS: dict[str, NetworkSpec] = {
         "MONAI ViT-B/16, 86 M params, fixed image_size (multiple of 16)",
     ),
     "vit_small": NetworkSpec(
-        _vit(patch_size=16, hidden_size=192, mlp_dim=768, num_layers=6, num_heads=3, qkv_bias=True),
+        _vit(patch_size=8, hidden_size=192, mlp_dim=768, num_layers=6, num_heads=3, qkv_bias=True),
         "patch_embedding.patch_embeddings.weight",
         ("classification_head.",),
         "transformer",
-        "MONAI ViT, patch 16, 6 layers, width 192, 3 heads, 2.7 M params (CPU)",
+        "MONAI ViT, patch 8, 6 layers, width 192, 3 heads, 2.7 M params (CPU; 64 tokens at 64 px)",
     ),
     "swin_t": NetworkSpec(
         _swin(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),

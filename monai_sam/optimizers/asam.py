@@ -9,14 +9,24 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.base import SharpnessAwareOptimizer
 
-__all__ = ["ASAM", "is_weight_tensor"]
+__all__ = ["ASAM", "is_weight_tensor", "weights_by_name"]
 
 
 def is_weight_tensor(param: Tensor) -> bool:
     """Default ASAM selector: matrices and kernels (``ndim > 1``), not 1-D biases and norm parameters."""
     return param.ndim > 1
+
+
+def weights_by_name(module: torch.nn.Module, substring: str = "weight") -> Callable[[Tensor], bool]:
+    """Selector of the official ASAM code: parameters whose name contains ``substring``.
+
+    Unlike :func:`is_weight_tensor` this also scales 1-D norm weights (BatchNorm gamma).
+    Example: ``ASAM(model.parameters(), adaptive=weights_by_name(model))``.
+    """
+    chosen = {id(p) for name, p in module.named_parameters() if substring in name}
+    return lambda p: id(p) in chosen
 
 
 class ASAM(SharpnessAwareOptimizer):
@@ -31,11 +41,14 @@ class ASAM(SharpnessAwareOptimizer):
         base_optimizer: optimizer class (built with ``base_kwargs``) or a ready instance.
         rho: radius in the adaptive metric (>= 0; official default 0.5).
         eta: offset of ``T`` (>= 0), keeps the perturbation of zero weights non-zero.
-        adaptive: predicate choosing the tensors scaled by ``T``; ``None`` means every tensor.
+        adaptive: predicate choosing the tensors scaled by ``T``; ``None`` means every tensor;
+            :func:`weights_by_name` reproduces the official name-based rule.
         eps: added to the norm.
         interval: perturb only every ``interval``-th step.
         base_kwargs: keyword arguments of the base optimizer.
     """
+
+    non_negative = ("rho", "eta")
 
     def __init__(
         self,
@@ -58,10 +71,6 @@ class ASAM(SharpnessAwareOptimizer):
             interval=interval,
             **base_kwargs,
         )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        _check_range("eta", group["eta"], 0.0, float("inf"))
 
     def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None]:
         chosen = [p for p in params if self.adaptive is None or self.adaptive(p)]

@@ -45,6 +45,22 @@ def _check_range(name: str, value: Any, low: float, high: float, low_open: bool 
         raise ValueError(f"Invalid {name}={value!r}: must be in {lo}{low}, {high}{hi}.")
 
 
+def _multiply_where_given(tensors: list[Tensor], factors: list[Tensor | None], inplace: bool) -> list[Tensor]:
+    """``t * f`` where a factor is given (foreach over that subset); other tensors are passed through."""
+    rows = [i for i, f in enumerate(factors) if f is not None]
+    if not rows:
+        return list(tensors)
+    subset = [tensors[i] for i in rows]
+    given = [factors[i] for i in rows]
+    out = list(tensors)
+    if inplace:
+        torch._foreach_mul_(subset, given)
+    else:
+        for i, value in zip(rows, torch._foreach_mul(subset, given)):
+            out[i] = value
+    return out
+
+
 class SharpnessAwareOptimizer(Optimizer):
     """Base class: a base optimizer wrapped into a multi-pass sharpness-aware step.
 
@@ -75,6 +91,12 @@ class SharpnessAwareOptimizer(Optimizer):
     supports_grad_scaler: bool = True
     #: forward/backward passes of a full (perturbing) step.
     passes_per_step: int = 2
+    #: per-group hyperparameters that must be >= 0 (validated for every group, also added ones).
+    non_negative: tuple[str, ...] = ("rho",)
+    #: whether the default pass-0 hook keeps g0 (in ``method_state``) for the combination.
+    keeps_clean_grad: bool = False
+    #: ``method_state`` keys that persist between steps (all others are peak buffers of one step).
+    persistent_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -143,8 +165,9 @@ class SharpnessAwareOptimizer(Optimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Check the method hyperparameters of one param group (subclasses extend)."""
-        if "rho" in group:
-            _check_range("rho", group["rho"], 0.0, float("inf"))
+        for name in self.non_negative:
+            if name in group:
+                _check_range(name, group[name], 0.0, float("inf"))
 
     def _first_param(self) -> Tensor:
         return self.param_groups[0]["params"][0]
@@ -250,6 +273,22 @@ class SharpnessAwareOptimizer(Optimizer):
         self._passes_done = 0
         self._unperturbed = False
 
+    @torch.no_grad()
+    def end_passes(self) -> None:
+        """Close the current step's passes without a base step (e.g. a micro-batch of gradient accumulation).
+
+        After :meth:`unperturb` the final gradient stays in ``.grad`` and only the bookkeeping is reset (a
+        pending post-step correction, WSAM's decoupled term, is dropped). In the middle of the passes the
+        weights are also restored by copy. The step counter does not advance.
+        """
+        if self._passes_done and not self._unperturbed:
+            self._restore()
+        for values in self.method_state.values():
+            for key in [k for k in values if k not in self.persistent_keys]:
+                del values[key]
+        self._passes_done = 0
+        self._unperturbed = False
+
     def _scaler_outcome(self, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor]:
         """(skipped, 1/scale) of the scaler step just taken, as device tensors (no host sync)."""
         device = self._first_param().device
@@ -303,7 +342,7 @@ class SharpnessAwareOptimizer(Optimizer):
     # ------------------------------------------------------------------ hooks for the methods
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
         """Consume the ``.grad`` of pass ``k`` (not the last) and move the weights to pass ``k + 1``."""
-        self._ascend()
+        self._ascend(keep_clean=self.keeps_clean_grad)
 
     def _combine(self, loss: Tensor | None) -> None:
         """After the restore: turn the last pass's ``.grad`` (and stored state) into the final gradient."""
@@ -432,32 +471,25 @@ class SharpnessAwareOptimizer(Optimizer):
         (:data:`CLEAN_GRAD`). A non-finite g0 gives a zero perturbation.
         """
         per_group = self._group_grads()
-        scaled: list[list[Tensor]] = []  # T g per group
-        transforms = []
-        for group, params, grads in per_group:
-            t = self._ascent_transform(group, params)
-            transforms.append(t)
-            if t is None:
-                scaled.append(grads)
-            else:
-                scaled.append([g if ti is None else g * ti for g, ti in zip(grads, t)])
-        all_scaled = [g for s in scaled for g in s]
-        norm = global_norm(all_scaled, device=self.last_grad_norm.device)
-        if any(t is not None for t in transforms):
-            self._record_clean_norm([g for _, _, gs in per_group for g in gs])
+        norm = self._record_clean_norm([g for _, _, grads in per_group for g in grads])
+        transforms = [self._ascent_transform(group, params) for group, params, _ in per_group]
+        adaptive = any(t is not None for t in transforms)
+        directions = []  # T g per group: in place when g0 is not kept, so it costs no buffer
+        for (_, _, grads), t in zip(per_group, transforms):
+            directions.append(grads if t is None else _multiply_where_given(grads, t, inplace=not keep_clean))
+        if adaptive:
+            norm = global_norm([d for ds in directions for d in ds], device=self.last_grad_norm.device)
             self.last_perturbation_skipped = self.last_perturbation_skipped | ~torch.isfinite(norm)
-        else:
-            self._record_clean_norm(all_scaled, norm)
         inv = inverse_norm(norm, self.eps)
         self._ascent_inv_norm = inv
-        for (group, params, _), tg, t in zip(per_group, scaled, transforms):
+        for (group, params, _), direction, t in zip(per_group, directions, transforms):
             if not params:
                 continue
             # In place when g0 is not needed any more (SAM, ASAM): the gradient buffer becomes the
             # perturbation, so it costs no buffer beyond the weight backup.
-            e = scale_by(tg, inv * group["rho"], inplace=not keep_clean)
+            e = scale_by(direction, inv * group["rho"], inplace=not keep_clean)
             if t is not None:
-                e = [x if ti is None else x.mul_(ti) for x, ti in zip(e, t)]
+                _multiply_where_given(e, t, inplace=True)
             zero_non_finite_(e)
             self._backup(params)
             if keep_clean:

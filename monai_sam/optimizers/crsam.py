@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import BACKUP, CLEAN_GRAD, SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.base import BACKUP, CLEAN_GRAD, SharpnessAwareOptimizer
 from monai_sam.optimizers.functional import scale_by, zero_non_finite_
 
 __all__ = ["CRSAM"]
@@ -38,6 +38,8 @@ class CRSAM(SharpnessAwareOptimizer):
 
     passes_per_step = 3
 
+    non_negative = ("rho", "gamma", "beta")
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -58,11 +60,6 @@ class CRSAM(SharpnessAwareOptimizer):
             interval=interval,
             **base_kwargs,
         )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        _check_range("gamma", group["gamma"], 0.0, float("inf"))
-        _check_range("beta", group["beta"], 0.0, float("inf"))
 
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
         if k == 0:

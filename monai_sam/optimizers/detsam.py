@@ -39,6 +39,8 @@ class DetSAM(RandomPerturbationOptimizer):
         base_kwargs: keyword arguments of the base optimizer.
     """
 
+    non_negative = ("rho", "lam")
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -70,10 +72,6 @@ class DetSAM(RandomPerturbationOptimizer):
         if len({float(g["rho"]) for g in self.param_groups}) > 1:
             raise ValueError("DetSAM: rho must be the same in every param group (it normalises the loss).")
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        _check_range("lam", group["lam"], 0.0, float("inf"))
-
     def _fill_noise_(self, tensors: list[Tensor]) -> None:
         a = self.half_cube_len
         for t in tensors:  # no foreach RNG kernels
@@ -100,7 +98,7 @@ class DetSAM(RandomPerturbationOptimizer):
 
     def _finalize(self) -> None:
         weighted = self._take(WEIGHTED_GRAD)
-        self._final_grads()
+        self._restore_clean_grads()
         rho = self.param_groups[0]["rho"]
         phi_prime = -2.0 / self._psi_mean**3
         for group in self.param_groups:

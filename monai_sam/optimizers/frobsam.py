@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import _check_range
 from monai_sam.optimizers.functional import scale_by
 from monai_sam.optimizers.zeroth_order import RandomPerturbationOptimizer
 
@@ -40,6 +39,8 @@ class FrobSAM(RandomPerturbationOptimizer):
         base_kwargs: keyword arguments of the base optimizer.
     """
 
+    non_negative = ("rho", "lam")
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -69,13 +70,12 @@ class FrobSAM(RandomPerturbationOptimizer):
             **base_kwargs,
         )
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        _check_range("lam", group["lam"], 0.0, float("inf"))
-
     def _fill_noise_(self, tensors: list[Tensor]) -> None:
         for t in tensors:  # no foreach RNG kernels
             t.normal_(0.0, 1.0, generator=self._generator(t.device))
+
+    def _on_clean(self, loss: Tensor) -> None:
+        self._sum_loss = None
 
     def _accumulate(self, loss: Tensor) -> None:
         value = self._loss_value(loss)
@@ -90,7 +90,7 @@ class FrobSAM(RandomPerturbationOptimizer):
     def _finalize(self) -> None:
         sum_grad = self._take(SUM_GRAD)
         sum_loss_grad = self._take(SUM_LOSS_GRAD)
-        params, clean = self._final_grads()
+        self._restore_clean_grads()
         n = self.n_samples
         mean_loss = self._sum_loss / n
         self._sum_loss = None
@@ -108,4 +108,3 @@ class FrobSAM(RandomPerturbationOptimizer):
             scale_by(sums, -mean_loss, inplace=True)
             torch._foreach_add_(cov, sums)
             torch._foreach_add_([p.grad for p in members], cov, alpha=lam / (rho**2 * (n - 1)))
-        del params, clean

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer
 from monai_sam.optimizers.functional import global_dot, global_norm, scale_by
 
 __all__ = ["LookSAM"]
@@ -34,6 +34,10 @@ class LookSAM(SharpnessAwareOptimizer):
         base_kwargs: keyword arguments of the base optimizer.
     """
 
+    non_negative = ("rho", "alpha")
+    persistent_keys = (ORTHOGONAL,)
+    keeps_clean_grad = True
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -56,13 +60,6 @@ class LookSAM(SharpnessAwareOptimizer):
             **base_kwargs,
         )
         self._gv_norm: Tensor | None = None
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        _check_range("alpha", group["alpha"], 0.0, float("inf"))
-
-    def _after_pass(self, k: int, loss: Tensor | None) -> None:
-        self._ascend(keep_clean=True)
 
     def _combine(self, loss: Tensor | None) -> None:
         params, (clean,), perturbed = self._aligned(self._take(CLEAN_GRAD))

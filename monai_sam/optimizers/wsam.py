@@ -121,7 +121,7 @@ class WSAM(SharpnessAwareOptimizer):
             self._poison_final_grad(~torch.isfinite(global_norm(sharpness)))
 
     def base_step(self, scaler: torch.amp.GradScaler | None = None) -> None:
-        """Base step; see :meth:`SharpnessAwareOptimizer.base_step`. Refuses a GradScaler with ``max_norm``."""
+        """See :meth:`SharpnessAwareOptimizer.base_step`; refuses a GradScaler when ``max_norm`` is set."""
         if self.max_norm is not None and scaler is not None and scaler.is_enabled():
             raise RuntimeError(
                 "WSAM(max_norm=...) clips g0 and gp in unscaled units and cannot run with a GradScaler; "

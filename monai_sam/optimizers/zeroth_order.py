@@ -140,12 +140,10 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
         if old_acc:
             torch._foreach_add_(old_acc, old_v)
 
-    def _final_grads(self) -> tuple[list[Tensor], dict[Tensor, Tensor]]:
-        """Move g0 back into ``.grad`` of every parameter with a stored g0 or accumulated state."""
-        clean = self._take(CLEAN_GRAD)
-        for p, g0 in clean.items():
+    def _restore_clean_grads(self) -> None:
+        """Move the stored g0 back into ``.grad``; the final gradient is built on it in place."""
+        for p, g0 in self._take(CLEAN_GRAD).items():
             p.grad = g0
-        return list(clean), clean
 
     def _extra_state(self) -> dict[str, Any]:
         rng = {key: gen.get_state() for key, gen in self._generators.items()}

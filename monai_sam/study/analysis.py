@@ -21,6 +21,7 @@ __all__ = [
     "compare_to_baseline",
     "flatten_run",
     "sharpness_gap_correlations",
+    "single_class_runs",
     "summarize",
 ]
 
@@ -204,6 +205,24 @@ def _claim_row(claim: str, comps: list[Comparison], expect: str) -> dict[str, st
     return {"claim": claim, "evidence": evidence, "status": status}
 
 
+def _unless_untestable(status: str, otherwise: str) -> str:
+    """``status`` when it is ``not tested`` or ``inconclusive...``, else ``otherwise``."""
+    return status if status == "not tested" or status.startswith("inconclusive") else otherwise
+
+
+def single_class_runs(rows: list[dict[str, Any]], num_classes: int) -> list[str]:
+    """Run ids whose test balanced accuracy is exactly ``1 / num_classes``.
+
+    That is what a model predicting one class for every image gets (recall 1 for that class, 0 for
+    the others): such runs did not learn, and comparisons built on them measure noise.
+    """
+    return [
+        r["run_id"]
+        for r in rows
+        if math.isclose(_as_float(r.get("test_balanced_accuracy")), 1.0 / num_classes, abs_tol=1e-9)
+    ]
+
+
 def claims_table(comparisons: list[Comparison], config: StudyConfig) -> list[dict[str, str]]:
     """The paper's claims (arXiv:2408.04065) judged on this study's primary metric.
 
@@ -246,9 +265,7 @@ def claims_table(comparisons: list[Comparison], config: StudyConfig) -> list[dic
             "claim": "SAM is the only sharpness-based optimizer that helps consistently",
             "evidence": f"SAM: {sam_row['status']}; "
             f"others improving on every model: {others_all_improve or 'none'}",
-            "status": "supported"
-            if only
-            else ("not tested" if sam_row["status"] == "not tested" else "not supported"),
+            "status": "supported" if only else _unless_untestable(sam_row["status"], "not supported"),
         }
     )
     return rows

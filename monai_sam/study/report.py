@@ -15,6 +15,7 @@ from monai_sam.study.analysis import (
     compare_to_baseline,
     flatten_run,
     sharpness_gap_correlations,
+    single_class_runs,
     summarize,
 )
 from monai_sam.study.config import StudyConfig
@@ -108,7 +109,7 @@ def _settings(config: StudyConfig, n_done: int, n_total: int) -> str:
             f"{data['num_classes']} classes, {data['folds']}-fold stratified cross-validation "
             f"(split seed {data['split_seed']}); folds run: {config.folds}; "
             f"seeds: {config.seeds}",
-            f"- Networks: {', '.join(f'{n.name} ({n.bundle})' for n in config.networks)}",
+            "- Networks: " + ", ".join(f"{n.name} ({n.bundle}{_own(n.train)})" for n in config.networks),
             f"- Optimizers: {opts}",
             f"- Training: {train['max_epochs']} epochs, batch {train['batch_size']}, lr {train['lr']}, "
             f"{train['image_size']} px, AMP {train['amp']}; "
@@ -116,6 +117,11 @@ def _settings(config: StudyConfig, n_done: int, n_total: int) -> str:
             f"- Config fingerprint: `{config.fingerprint()}`",
         ]
     )
+
+
+def _own(settings: dict[str, Any]) -> str:
+    """A network's own training settings for the settings block (empty when none)."""
+    return "".join(f", {k} {v}" for k, v in settings.items())
 
 
 def _metric_tables(summary: list[dict[str, Any]]) -> str:
@@ -230,6 +236,14 @@ def write_report(
     }
     link = {k: Path(_relative(v, out)).as_posix() for k, v in figures.items()}
     baseline = config.analysis["baseline"]
+    degenerate = single_class_runs(rows, int(config.data["num_classes"]))
+    if degenerate:
+        parts.append(
+            f"**Warning: {len(degenerate)} of {len(rows)} runs predict a single class on the test fold** "
+            f"(balanced accuracy exactly 1/{config.data['num_classes']}): they did not learn, and "
+            "comparisons built on them measure noise. Train longer, pretrain, or tune the learning rate. "
+            "Runs: " + ", ".join(f"`{r}`" for r in degenerate)
+        )
     parts += [
         "## Results\n\n" + _metric_tables(summary),
         f"![{metric}]({link['metric']})",

@@ -122,7 +122,8 @@ def run_study(
         config: the validated study configuration.
         output_dir: where ``study.yaml``, ``runs/`` and the report go.
         run_fn: trains and evaluates one :class:`RunSpec`; defaults to the bundle training path
-            (:class:`monai_sam.study.training.BundleRunFunction`).
+            (:class:`monai_sam.study.training.BundleRunFunction`). Its ``prepare()``, if any, is
+            called once before the first run.
         progress: show a tqdm progress bar over the grid.
 
     Returns:
@@ -137,6 +138,9 @@ def run_study(
         from monai_sam.study.training import BundleRunFunction  # heavy imports only when training
 
         run_fn = BundleRunFunction(config, out)
+    prepare = getattr(run_fn, "prepare", None)
+    if todo and callable(prepare):
+        prepare()  # missing data fails here, with its own message, before any run starts
     bar = tqdm(
         total=len(specs), initial=len(specs) - len(todo), desc=f"study {config.name}", disable=not progress
     )

@@ -149,6 +149,10 @@ class BundleRunFunction:
         self.keep_work = keep_work
         self._data: StudyData | None = None
 
+    def prepare(self) -> StudyData:
+        """Generate or locate the data and write the fold files (raises on missing data)."""
+        return self.data
+
     @property
     def data(self) -> StudyData:
         """The study's data set and fold files (prepared once)."""
@@ -171,6 +175,7 @@ class BundleRunFunction:
             "num_classes": int(self.config.data["num_classes"]),
             "network": spec.network.name,
             "amp": bool(train["amp"]),
+            "num_workers": int(train["num_workers"]),
             "seed": int(spec.seed),
             "progress": False,  # one study-level progress bar instead of one per run
         }
@@ -268,8 +273,9 @@ class BundleRunFunction:
             from monai_sam.data import ultrasound_transforms
 
             transform = ultrasound_transforms(int(self.config.train["image_size"]), train=False)
+        workers = int(self.config.train["num_workers"])
         return DataLoader(
-            Dataset(items, transform=transform), batch_size=batch_size, shuffle=False, num_workers=0
+            Dataset(items, transform=transform), batch_size=batch_size, shuffle=False, num_workers=workers
         )
 
     def _evaluate(self, network: torch.nn.Module, items: list[dict], transform: Any) -> dict[str, float]:

@@ -75,4 +75,6 @@ def test_bad_sizes(kwargs, message):
 
 def test_vit_image_size_must_fit_patch():
     with pytest.raises(ValueError, match="multiple of the ViT patch size 16"):
-        build_network("vit_small", 3, image_size=40)
+        build_network("vit", 3, image_size=40)
+    with pytest.raises(ValueError, match="multiple of the ViT patch size 8"):
+        build_network("vit_small", 3, image_size=36)

@@ -58,7 +58,7 @@ def test_head_shape_mismatch_names_tensor_and_shapes(tmp_path):
 def test_body_shape_mismatch_raises_even_with_reinit_head(tmp_path):
     path = tmp_path / "small.pt"
     torch.save(build_network("vit_small", 3, image_size=32).state_dict(), path)
-    with pytest.raises(ValueError, match=r"'patch_embedding.position_embeddings' has shape \(1, 4, 192\)"):
+    with pytest.raises(ValueError, match=r"'patch_embedding.position_embeddings' has shape \(1, 16, 192\)"):
         build_network("vit_small", 3, image_size=64, pretrained_path=str(path), reinit_head=True)
 
 

@@ -1,4 +1,4 @@
-"""state_dict round trips: save at step k, load into fresh objects, continue == uninterrupted (spec §12.5d)."""
+"""state_dict round trips: save at step k, load into fresh objects, continue == uninterrupted (§12.5d)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _build(case: str, seed: int = 0):
 def _steps(model, opt, lr_sched, rho_sched, count: int, start: int) -> None:
     for i in range(start, start + count):
         x, y = batch(seed=100 + i)
-        opt.step(closure_for(opt, lambda: mse(model, x, y)))
+        opt.step(closure_for(opt, lambda x=x, y=y: mse(model, x, y)))
         lr_sched.step()
         if rho_sched is not None:
             rho_sched.step()

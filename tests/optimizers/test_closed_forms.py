@@ -25,7 +25,7 @@ def _sam_grad(q, w, g, rho=RHO):
 
 
 def test_sam_gradient_is_g_plus_rho_A_g_over_norm():
-    q, opt, w, g = _setup(SAM, rho=RHO)
+    q, opt, _, g = _setup(SAM, rho=RHO)
     (final,) = final_grad(opt, q)
     expected = g + RHO * q.A @ g / g.norm()
     torch.testing.assert_close(final.reshape(-1), expected, **TOL)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -69,7 +67,7 @@ def test_scaled_step_equals_unscaled_step(method, dtype):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_non_finite_gradient_skips_the_whole_step(method, inf_pass):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
-    model, opt = _train(method, scaler, steps=1, inf_in_pass=inf_pass)
+    model, _ = _train(method, scaler, steps=1, inf_in_pass=inf_pass)
     for p, r in zip(model.parameters(), _net().parameters()):
         assert torch.equal(p, r)  # neither the base step nor the WSAM correction moved anything
     assert scaler.get_scale() == 2.0**11
@@ -91,8 +89,7 @@ def test_wsam_with_max_norm_refuses_a_scaler():
     scaler = torch.amp.GradScaler("cpu")
     scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
     opt.perturb()
-    scaler.scale(nn.functional.cross_entropy(copy.deepcopy(model)(x), y))
-    nn.functional.cross_entropy(model(x), y).backward()
+    scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
     opt.unperturb()
     with pytest.raises(RuntimeError, match="max_norm"):
         opt.base_step(scaler)

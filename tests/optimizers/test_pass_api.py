@@ -152,3 +152,41 @@ def test_class_attributes_of_the_contract():
     model = small_net()
     assert not WSAM(model.parameters(), torch.optim.SGD, max_norm=1.0, lr=0.1).supports_grad_scaler
     assert FrobSAM(model.parameters(), torch.optim.SGD, n_samples=4, lr=0.1).num_passes == 5
+
+
+@pytest.mark.parametrize("method", sorted(ACTIVE))
+def test_end_passes_mid_step_restores_weights_and_state(method):
+    model, opt = _opt(method, lr=0.1, momentum=0.9)
+    reference = copy.deepcopy(model)
+    ref_opt = ACTIVE[method][0](
+        reference.parameters(), torch.optim.SGD, **ACTIVE[method][1], lr=0.1, momentum=0.9
+    )
+    x, y = batch()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = mse(model, x, y)
+    loss.backward()
+    opt.perturb(loss.detach())
+    opt.end_passes()
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+    assert all(not values for values in opt.method_state.values())
+    if method in ("frobsam", "detsam"):
+        return  # their noise generators advanced (and differ between two optimizers anyway)
+    # the next step is a normal one, identical to a fresh optimizer's first step
+    run_manual(opt, lambda: mse(model, x, y))
+    run_manual(ref_opt, lambda: mse(reference, x, y))
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_end_passes_after_unperturb_keeps_the_final_gradient():
+    model, opt = _opt("sam")
+    x, y = batch()
+    mse(model, x, y).backward()
+    opt.perturb()
+    mse(model, x, y).backward()
+    opt.unperturb()
+    final = [p.grad.clone() for p in model.parameters()]
+    opt.end_passes()
+    assert [torch.equal(p.grad, f) for p, f in zip(model.parameters(), final)] == [True] * len(final)
+    assert opt.num_passes == 2 and opt._step_count == 0

@@ -20,6 +20,14 @@ def _draws(seed: int, n: int, shape, kind: str, a: float = 0.01) -> list[torch.T
     return out
 
 
+def _loss_and_grad(q: Quadratic, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and gradient of the quadratic at ``w`` (by autograd, independent of the optimizer)."""
+    w = w.clone().requires_grad_(True)
+    diff = w.reshape(-1) - q.w_star
+    loss = 0.5 * diff @ q.A @ diff
+    return loss.detach(), torch.autograd.grad(loss, w)[0]
+
+
 def test_frobsam_matches_formula_with_the_same_noise():
     rho, lam, n = 0.1, 0.3, 3
     q = Quadratic()
@@ -37,11 +45,9 @@ def test_frobsam_matches_formula_with_the_same_noise():
     deltas = _draws(5, n, w.shape, "normal")
     losses, grads = [], []
     for d in deltas:
-        wp = (w + rho * d).requires_grad_(True)
-        diff = wp.reshape(-1) - q.w_star
-        loss = 0.5 * diff @ q.A @ diff
-        losses.append(loss.detach())
-        grads.append(torch.autograd.grad(loss, wp)[0])
+        loss, grad = _loss_and_grad(q, w + rho * d)
+        losses.append(loss)
+        grads.append(grad)
     ls, gs = torch.stack(losses), torch.stack(grads)
     cov = ((ls - ls.mean()).reshape(-1, 1, 1) * (gs - gs.mean(0))).sum(0) / (n - 1)
     expected = q.grad_at(w).reshape(w.shape) + lam / rho**2 * cov
@@ -91,11 +97,8 @@ def test_detsam_matches_formula_with_the_same_noise():
     c = torch.zeros((), dtype=torch.float64)
     big_g = torch.zeros_like(w)
     for d in _draws(9, n, w.shape, "uniform", a):
-        wp = (w + rho * d).requires_grad_(True)
-        diff = wp.reshape(-1) - q.w_star
-        loss = 0.5 * diff @ q.A @ diff
-        gi = torch.autograd.grad(loss, wp)[0]
-        x = (loss.detach() - loss0) / rho**2
+        loss, gi = _loss_and_grad(q, w + rho * d)
+        x = (loss - loss0) / rho**2
         psi = torch.exp(-x / 2)
         c += psi / n
         big_g += (-psi / 2) / n * (gi - g0)

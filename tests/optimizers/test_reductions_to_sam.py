@@ -139,3 +139,13 @@ def test_asam_adaptive_scaling_only_on_weight_tensors():
     e_all = tensors[None][1]
     cos_all = (e_all @ expected_dir) / (e_all.norm() * expected_dir.norm())
     torch.testing.assert_close(cos_all, torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_asam_official_name_rule_scales_batchnorm_weight():
+    from monai_sam.optimizers.asam import is_weight_tensor, weights_by_name
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    by_name = weights_by_name(net)
+    assert by_name(net[0].weight) and by_name(net[1].weight)
+    assert not by_name(net[0].bias) and not by_name(net[1].bias)
+    assert is_weight_tensor(net[0].weight) and not is_weight_tensor(net[1].weight)

@@ -1,6 +1,7 @@
 """Study config validation, presets and command-line overrides."""
 
 import argparse
+from pathlib import Path
 
 import pytest
 from conftest import make_config
@@ -123,10 +124,31 @@ def test_cli_bad_input_exit_code(tmp_path, capsys):
     assert "study.yaml" in capsys.readouterr().err
 
 
-def test_example_yaml_in_repository_is_valid():
-    from pathlib import Path
+STUDY_DIR = Path(__file__).resolve().parents[2] / "study"
 
-    config = load_config(Path(__file__).resolve().parents[2] / "study" / "example.yaml")
+
+@pytest.mark.parametrize("path", sorted(STUDY_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_study_yamls_in_repository_are_valid(path):
+    assert expand_grid(load_config(path))
+
+
+def test_example_yaml_keeps_method_settings():
+    config = load_config(STUDY_DIR / "example.yaml")
     assert [o.label for o in config.optimizers] == ["adam", "sam", "gsam-a0.1", "gsam-a0.4"]
     assert config.optimizers[2].kwargs == {"alpha": 0.1}
     assert config.train["overrides"] == {"early_stop_patience": 8}
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from monai_sam.cli import main
+
+    missing = tmp_path / "no_such_dir"
+    assert (
+        main(["study", "--preset", "quick", "--output", str(tmp_path / "a"), "--dataset-dir", str(missing)])
+        == 2
+    )
+    assert "not a directory" in capsys.readouterr().err
+    monkeypatch.setenv("MONAI_SAM_BUSI_DIR", str(tmp_path))  # no benign/ malignant/ inside
+    assert main(["study", "--preset", "busi-cpu", "--output", str(tmp_path / "b")]) == 2
+    assert "BUSI not found" in capsys.readouterr().err
+    assert not list((tmp_path / "b").glob("runs/*.json"))

@@ -1,6 +1,7 @@
 """Report of a study from synthetic runs: summaries, paired tests, verdicts, claims and files."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -9,7 +10,13 @@ from conftest import FakeRun, make_config
 from scipy import stats
 
 from monai_sam.cli import main
-from monai_sam.study.analysis import claims_table, compare_to_baseline, flatten_run, summarize
+from monai_sam.study.analysis import (
+    claims_table,
+    compare_to_baseline,
+    flatten_run,
+    single_class_runs,
+    summarize,
+)
 from monai_sam.study.report import write_report
 from monai_sam.study.runner import load_runs, run_study
 
@@ -97,3 +104,15 @@ def test_report_files_and_report_only_cli(tmp_path):
 def test_report_of_empty_study(tmp_path):
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(make_config().to_dict()))
     assert "No run has finished yet" in write_report(tmp_path).read_text()
+
+
+def test_single_class_runs_flagged(tmp_path):
+    config = make_config(seeds=[0], folds=[0, 1, 2])
+    run_study(config, tmp_path, run_fn=FakeRun(), progress=False)
+    path = tmp_path / "runs" / "vit_small__adam__fold1__seed0.json"
+    record = json.loads(path.read_text())
+    record["test"]["balanced_accuracy"] = 1 / 3  # what predicting one class gives with 3 classes
+    path.write_text(json.dumps(record))
+    rows = [flatten_run(r) for r in load_runs(tmp_path)]
+    assert single_class_runs(rows, 3) == ["vit_small__adam__fold1__seed0"]
+    assert "1 of 18 runs predict a single class" in write_report(tmp_path).read_text()

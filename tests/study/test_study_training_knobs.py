@@ -35,7 +35,7 @@ def test_knobs_follow_spec_and_network_settings(tmp_path):
     specs = {s.run_id: s for s in expand_grid(config)}
     cnn = run_fn.overrides(specs["resnet18__gsam__fold0__seed4"], tmp_path / "w")
     assert cnn["optimizer"] == "gsam" and cnn["rho"] == 0.1 and cnn["optim#alpha"] == 0.2
-    assert cnn["lr"] == 1.0e-3 and cnn["max_epochs"] == 3 and cnn["seed"] == 4
+    assert cnn["lr"] == 1.0e-3 and cnn["max_epochs"] == 3 and cnn["seed"] == 4 and cnn["num_workers"] == 0
     assert cnn["datalist"] == str(tmp_path / "fold_0.json") and cnn["network"] == "resnet18"
     assert cnn["pretrained_path"] == "/w/r18.pth" and cnn["val_interval"] == 2 and cnn["progress"] is False
     vit = run_fn.overrides(specs["vit_small__adam__fold0__seed4"], tmp_path / "w")
