@@ -8,7 +8,7 @@ step.
 Repetitions are interleaved (method step, reference steps, method step, ...) and medians are reported, so
 slow drifts of a shared machine hit both sides alike. A second, low-noise measurement times the optimizer
 calls alone (perturb + unperturb + base_step on fixed gradients) against one base step; "implied" combines
-it with the measured pass time into the ratio a quiet machine would show.
+it with the measured pass time into a lower-noise estimate of the ratio.
 
 Usage::
 

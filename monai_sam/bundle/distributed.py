@@ -8,8 +8,24 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from monai.handlers import CheckpointSaver, MetricLogger, MetricsSaver, StatsHandler, TensorBoardStatsHandler
 
-__all__ = ["init_distributed", "is_main_process", "main_process_first"]
+from monai_sam.bundle.logs import EpochProgressBar
+from monai_sam.bundle.reports import MetricsJSONWriter, PredictionWriter
+
+#: Handlers that only write logs or files: on ranks other than 0 they would duplicate or race.
+OUTPUT_HANDLERS: tuple[type, ...] = (
+    CheckpointSaver,
+    EpochProgressBar,
+    MetricLogger,
+    MetricsJSONWriter,
+    MetricsSaver,
+    PredictionWriter,
+    StatsHandler,
+    TensorBoardStatsHandler,
+)
+
+__all__ = ["init_distributed", "is_main_process", "main_process_first", "rank_handlers"]
 
 
 def init_distributed(backend: str | None = None) -> torch.device:
@@ -58,3 +74,16 @@ def main_process_first(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         result = fn(*args, **kwargs)
     dist.barrier()
     return result
+
+
+def rank_handlers(handlers: list[Any]) -> list[Any]:
+    """The handlers this rank should attach: all on rank 0, only the control handlers elsewhere.
+
+    Handlers in :data:`OUTPUT_HANDLERS` (logging, TensorBoard, checkpoints, metrics files, progress bars)
+    run on rank 0 only; everything else (LR and rho schedules, validation, early stopping, unknown
+    handlers) runs on every rank, since all ranks must take the same training decisions.
+    """
+    handlers = [h for h in handlers if h is not None]
+    if is_main_process():
+        return handlers
+    return [h for h in handlers if not isinstance(h, OUTPUT_HANDLERS)]

@@ -90,7 +90,7 @@ def _power_note(comparisons: list[Comparison], alpha: float) -> str:
     return text
 
 
-def _settings(config: StudyConfig, n_done: int, n_total: int) -> str:
+def _settings(config: StudyConfig, n_done: int, n_total: int, n_extra: int = 0) -> str:
     """The settings block at the top of the report."""
     data, train = config.data, config.train
     opts = ", ".join(
@@ -104,7 +104,8 @@ def _settings(config: StudyConfig, n_done: int, n_total: int) -> str:
     )
     return "\n".join(
         [
-            f"- Runs finished: **{n_done} of {n_total}** in the grid",
+            f"- Runs finished: **{n_done} of {n_total}** in the grid"
+            + (f", plus {n_extra} runs of the same settings outside it (included below)" if n_extra else ""),
             f"- Data: {data['source']} ({data.get('dataset_dir') or 'default location'}), "
             f"{data['num_classes']} classes, {data['folds']}-fold stratified cross-validation "
             f"(split seed {data['split_seed']}); folds run: {config.folds}; "
@@ -221,7 +222,12 @@ def write_report(
     if comparisons:
         write_csv(out / "comparisons.csv", [asdict(c) for c in comparisons])
     primary = [c for c in comparisons if c.metric == metric]
-    parts = [f"# Optimizer study: {config.name}", _settings(config, len(records), len(expand_grid(config)))]
+    grid = {spec.run_id for spec in expand_grid(config)}
+    in_grid = sum(r["run_id"] in grid for r in records)
+    parts = [
+        f"# Optimizer study: {config.name}",
+        _settings(config, in_grid, len(grid), len(records) - in_grid),
+    ]
     if not rows:
         parts.append("No run has finished yet.")
         (out / "report.md").write_text("\n\n".join(parts) + "\n")

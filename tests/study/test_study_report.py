@@ -116,3 +116,9 @@ def test_single_class_runs_flagged(tmp_path):
     rows = [flatten_run(r) for r in load_runs(tmp_path)]
     assert single_class_runs(rows, 3) == ["vit_small__adam__fold1__seed0"]
     assert "1 of 18 runs predict a single class" in write_report(tmp_path).read_text()
+
+
+def test_runs_outside_the_grid_are_counted(tmp_path):
+    run_study(make_config(seeds=[0], folds=[0, 1, 2]), tmp_path, run_fn=FakeRun(), progress=False)
+    text = write_report(tmp_path, config=make_config(seeds=[0], folds=[0, 1])).read_text()
+    assert "**12 of 12** in the grid, plus 6 runs" in text
