@@ -11,7 +11,9 @@ import pytest
 import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor
+from monai.handlers import EarlyStopHandler, LrScheduleHandler, StatsHandler
 
+import monai_sam.bundle.distributed as distributed
 from monai_sam.bundle import (
     ClassificationReport,
     ClassificationScore,
@@ -20,6 +22,7 @@ from monai_sam.bundle import (
     bundle_datalist,
     image_folder_datalist,
     load_network_checkpoint,
+    rank_handlers,
     select_split,
 )
 from monai_sam.networks import build_network
@@ -167,3 +170,17 @@ def test_load_network_checkpoint(tmp_path):
         load_network_checkpoint(build_network("resnet50", 3), tmp_path / "model.pt")
     with pytest.raises(FileNotFoundError, match="train first"):
         load_network_checkpoint(trained, tmp_path / "absent.pt")
+
+
+def test_rank_handlers_keep_control_handlers_off_rank_zero(monkeypatch, tmp_path):
+    lr = LrScheduleHandler(torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.zeros(1)], lr=0.1), 1))
+    stop = EarlyStopHandler(patience=1, score_function=lambda e: 0.0)
+    output = [
+        StatsHandler(),
+        MetricsJSONWriter(tmp_path / "m.json"),
+        PredictionWriter(tmp_path / "p.csv", CLASSES),
+    ]
+    handlers = [lr, output[0], None, stop, *output[1:]]
+    assert rank_handlers(handlers) == [lr, output[0], stop, *output[1:]]
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)
+    assert rank_handlers(handlers) == [lr, stop]

@@ -177,7 +177,7 @@ def test_ckpt_export_matches_eager_network(trained_cnn, tmp_path):
 
 def test_torchrun_two_processes_on_cpu(tmp_path, phantom_dir):
     files = config("cnn", "train", "multi_gpu_train")
-    args = train_args("cnn", tmp_path, phantom_dir)
+    args = train_args("cnn", tmp_path, phantom_dir, "--optimizer", "gsam")
     args[2] = files  # --config_file value
     proc = subprocess.run(
         [
@@ -197,9 +197,10 @@ def test_torchrun_two_processes_on_cpu(tmp_path, phantom_dir):
         timeout=300,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    _check_training_outputs(tmp_path, "resnet18", "sam")
+    _check_training_outputs(tmp_path, "resnet18", "gsam")
     log = (tmp_path / "train.log").read_text()
     assert log.count("Epoch[1] Metrics -- val_accuracy") == 1  # metrics logged by rank 0 only
+    assert "Current rho: 0.0" in log  # GSAM: rho followed the cosine LR down to 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     split = json.loads((tmp_path / "data_split" / "split.json").read_text())
     # Ranks hold 2 and 1 validation images; the metrics gather all of them.
