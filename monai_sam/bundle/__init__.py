@@ -4,6 +4,7 @@
 ``monai_sam.bundle.reports``: metrics JSON and per-image predictions CSV writers;
 ``monai_sam.bundle.inputs``: the split from the ``dataset_dir``/``datalist`` knobs, folders of images;
 ``monai_sam.bundle.checkpoint``: strict checkpoint loading with clear errors;
+``monai_sam.bundle.resume``: the ``resume`` knob, random and validation state for exact resuming;
 ``monai_sam.bundle.distributed``: torchrun set-up; ``monai_sam.bundle.logs``: log file, scalars, progress.
 """
 
@@ -13,6 +14,13 @@ from monai_sam.bundle.inputs import bundle_datalist, default_class_names, image_
 from monai_sam.bundle.logs import EpochProgressBar, add_file_log, training_scalars
 from monai_sam.bundle.metrics import ClassificationReport, ClassificationScore, probabilities_and_labels
 from monai_sam.bundle.reports import MetricsJSONWriter, PredictionWriter, write_json
+from monai_sam.bundle.resume import (
+    RandomStreams,
+    ResumeHandler,
+    StopAtEpoch,
+    ValidationState,
+    find_resume_checkpoint,
+)
 
 __all__ = [
     "ClassificationReport",
@@ -20,9 +28,14 @@ __all__ = [
     "EpochProgressBar",
     "MetricsJSONWriter",
     "PredictionWriter",
+    "RandomStreams",
+    "ResumeHandler",
+    "StopAtEpoch",
+    "ValidationState",
     "add_file_log",
     "bundle_datalist",
     "default_class_names",
+    "find_resume_checkpoint",
     "image_folder_datalist",
     "init_distributed",
     "is_main_process",

@@ -58,6 +58,14 @@ class MetricsJSONWriter:
         self.extra = dict(extra or {})
         self.history: list[dict[str, Any]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        """The history so far (for resuming: ``monai_sam.bundle.ValidationState``)."""
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Continue the history of a resumed run."""
+        self.history = list(state_dict["history"])
+
     def attach(self, engine: Engine) -> None:
         """Write after each of ``engine``'s (evaluator's) epochs."""
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)

@@ -1,0 +1,78 @@
+"""Resuming a bundle run through the real CLI: stopped after epoch 1 and resumed equals two epochs in one go."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli, train_args
+
+pytestmark = pytest.mark.slow
+
+
+def _train(out, phantom_dir, *extra: str, check: bool = True):
+    args = train_args("cnn", out, phantom_dir, *extra)
+    args[args.index("--max_epochs") + 1] = "2"
+    return run_cli(args, cwd=out, check=check)
+
+
+def _load(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, phantom_dir):
+    """Two SAM epochs in one go."""
+    out = tmp_path_factory.mktemp("full")
+    _train(out, phantom_dir)
+    return out
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, phantom_dir):
+    """The same run stopped after epoch 1 (``stop_epoch``), then resumed with ``resume auto``."""
+    out = tmp_path_factory.mktemp("resumed")
+    _train(out, phantom_dir, "--stop_epoch", "1")
+    proc = _train(out, phantom_dir, "--resume", "auto")
+    return out, proc
+
+
+def test_resumed_run_equals_uninterrupted_run(uninterrupted, resumed):
+    out, proc = resumed
+    assert "Resumed from" in proc.stdout + proc.stderr
+    full, res = _load(uninterrupted / "checkpoint_final.pt"), _load(out / "checkpoint_final.pt")
+    assert res["trainer"]["iteration"] == full["trainer"]["iteration"] == 4  # 15 images, batch 8
+    for name, tensor in full["model"].items():  # weights and BatchNorm statistics, bit for bit
+        assert torch.equal(tensor, res["model"][name]), name
+    for index, state in full["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(res["optimizer"]["state"][index][key]))
+    assert res["lr_scheduler"] == full["lr_scheduler"]
+    # The validation history and best epoch continue across the stop.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics == json.loads((uninterrupted / "metrics.json").read_text())
+
+
+def test_epoch_checkpoint_holds_everything_to_resume(resumed):
+    out, _ = resumed
+    state = _load(out / "checkpoint_epoch=1.pt")
+    assert {"model", "optimizer", "lr_scheduler", "scaler", "trainer", "random", "validation"} <= set(state)
+    assert state["trainer"]["iteration"] == 2
+    steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {2.0}  # Adam moments of two base steps survive the stop
+
+
+def test_resume_errors_are_clear(resumed, phantom_dir, tmp_path):
+    out, _ = resumed
+    missing = _train(tmp_path, phantom_dir, "--resume", str(tmp_path / "nope.pt"), check=False)
+    assert missing.returncode != 0 and "nope.pt' does not exist" in missing.stderr
+    best_model = _train(tmp_path, phantom_dir, "--resume", str(out / "model.pt"), check=False)
+    assert best_model.returncode != 0 and "not from model.pt" in best_model.stderr
+    other_net = _train(
+        tmp_path, phantom_dir, "--resume", str(out / "checkpoint_epoch=1.pt"), "--num_classes", "2", check=False
+    )
+    assert other_net.returncode != 0 and "does not fit the configured network" in other_net.stderr
+    assert "'fc.weight' has shape (3, 512) in the checkpoint, (2, 512)" in other_net.stderr
+    assert not (tmp_path / "checkpoint_final.pt").exists()  # nothing was trained or overwritten
