@@ -7,6 +7,10 @@ import json
 import pytest
 import torch
 from conftest import run_cli, train_args
+from ignite.engine import Engine
+
+from monai_sam.bundle import ResumeHandler
+from monai_sam.networks import build_network
 
 pytestmark = pytest.mark.slow
 
@@ -64,15 +68,26 @@ def test_epoch_checkpoint_holds_everything_to_resume(resumed):
     assert steps == {2.0}  # Adam moments of two base steps survive the stop
 
 
-def test_resume_errors_are_clear(resumed, phantom_dir, tmp_path):
+def test_resume_errors_are_clear(resumed, tmp_path):
     out, _ = resumed
-    missing = _train(tmp_path, phantom_dir, "--resume", str(tmp_path / "nope.pt"), check=False)
-    assert missing.returncode != 0 and "nope.pt' does not exist" in missing.stderr
-    best_model = _train(tmp_path, phantom_dir, "--resume", str(out / "model.pt"), check=False)
-    assert best_model.returncode != 0 and "not from model.pt" in best_model.stderr
-    other_net = _train(
-        tmp_path, phantom_dir, "--resume", str(out / "checkpoint_epoch=1.pt"), "--num_classes", "2", check=False
-    )
-    assert other_net.returncode != 0 and "does not fit the configured network" in other_net.stderr
-    assert "'fc.weight' has shape (3, 512) in the checkpoint, (2, 512)" in other_net.stderr
-    assert not (tmp_path / "checkpoint_final.pt").exists()  # nothing was trained or overwritten
+    with pytest.raises(FileNotFoundError, match="nope.pt' does not exist"):
+        ResumeHandler(str(tmp_path / "nope.pt"), out, {"model": build_network("resnet18", 3)})
+    assert (
+        ResumeHandler("auto", tmp_path, {"model": build_network("resnet18", 3)}).path is None
+    )  # fresh start
+
+    def attach(path, num_classes=3, max_epochs=2):
+        trainer = Engine(lambda engine, batch: None)
+        trainer.state.max_epochs = max_epochs
+        handler = ResumeHandler(
+            path, out, {"model": build_network("resnet18", num_classes), "trainer": trainer}
+        )
+        handler.attach(trainer)  # checks eagerly: a failing resume trains (and overwrites) nothing
+
+    attach(out / "checkpoint_epoch=1.pt")
+    with pytest.raises(ValueError, match="not from model.pt"):
+        attach(out / "model.pt")
+    with pytest.raises(ValueError, match=r"'fc.weight' has shape \(3, 512\) in the checkpoint, \(2, 512\)"):
+        attach(out / "checkpoint_epoch=1.pt", num_classes=2)
+    with pytest.raises(ValueError, match="past max_epochs 1"):
+        attach(out / "checkpoint_final.pt", max_epochs=1)
