@@ -44,20 +44,9 @@ def _with_meta(value: torch.Tensor, source: MetaTensor | None) -> Any:
     return MetaTensor(value, meta=source.meta, applied_operations=source.applied_operations)
 
 
-def _end_micro_batch(optimizer: Any) -> None:
-    """Close the passes of a micro-batch that is not the last of its accumulation window, without a base step.
-
-    The optimizer contract has no public call for this: ``perturb`` refuses to start a new step until
-    ``base_step`` ran. Resetting the pass counters is exactly what ``base_step`` does apart from stepping
-    (the step counter stays, so efficient modes and schedules count base steps, not micro-batches).
-    """
-    optimizer._passes_done = 0
-    optimizer._unperturbed = False
-
-
 def _has_post_step_correction(optimizer: torch.optim.Optimizer) -> bool:
     """True for methods whose update is not fully described by ``.grad`` (WSAM in decoupled mode)."""
-    return bool(getattr(optimizer, "decouple", False))
+    return bool(getattr(optimizer, "has_post_step_correction", False))
 
 
 class _DistributedPlan:
@@ -244,10 +233,7 @@ class SharpnessAwareIteration:
             return None
         if self.sync_perturbation:
             return _DDP_SYNCED
-        from monai_sam import optimizers
-
-        last_pass_methods = {getattr(optimizers, name, None) for name in ("SAM", "ASAM")}
-        if type(optimizer) in last_pass_methods:
+        if getattr(optimizer, "final_grad_is_last_pass", False):
             return _DDP_LAST_PASS
         if _has_post_step_correction(optimizer):
             raise ValueError(
@@ -365,7 +351,7 @@ class SharpnessAwareIteration:
             if ends:
                 self._buffer.write_to_grads(params)
             else:
-                _end_micro_batch(optimizer)
+                optimizer.end_passes()
         if ends and ddp.mode == _DDP_LOCAL:
             average_gradients(params, ddp.module.process_group)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)

@@ -48,6 +48,8 @@ class ASAM(SharpnessAwareOptimizer):
         base_kwargs: keyword arguments of the base optimizer.
     """
 
+    final_grad_is_last_pass = True
+
     non_negative = ("rho", "eta")
 
     def __init__(

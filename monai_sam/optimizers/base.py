@@ -91,6 +91,12 @@ class SharpnessAwareOptimizer(Optimizer):
     supports_grad_scaler: bool = True
     #: forward/backward passes of a full (perturbing) step.
     passes_per_step: int = 2
+    #: True when the final gradient of a full step is exactly the last pass's gradient (SAM, ASAM): under
+    #: DDP only that pass needs to all-reduce; the others may stay local.
+    final_grad_is_last_pass: bool = False
+    #: True when part of the update is applied after the base step from buffers kept inside the optimizer
+    #: (WSAM decoupled), so ``.grad`` alone does not describe the update.
+    has_post_step_correction: bool = False
     #: per-group hyperparameters that must be >= 0 (validated for every group, also added ones).
     non_negative: tuple[str, ...] = ("rho",)
     #: whether the default pass-0 hook keeps g0 (in ``method_state``) for the combination.

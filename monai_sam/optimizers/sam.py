@@ -39,6 +39,8 @@ class SAM(SharpnessAwareOptimizer):
         loss = opt.step(closure)
     """
 
+    final_grad_is_last_pass = True
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],

@@ -59,6 +59,7 @@ class WSAM(SharpnessAwareOptimizer):
         if max_norm is not None:
             _check_range("max_norm", max_norm, 0.0, float("inf"), low_open=True)
         self.decouple = bool(decouple)
+        self.has_post_step_correction = self.decouple
         self.max_norm = max_norm
         # Clipping thresholds are in unscaled units, which the scaled passes do not know.
         self.supports_grad_scaler = max_norm is None
