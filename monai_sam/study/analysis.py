@@ -14,6 +14,8 @@ from monai_sam.study.config import StudyConfig
 from monai_sam.study.statistics import holm, paired_bootstrap_ci, t_interval, wilcoxon_paired
 
 __all__ = [
+    "COMPARED_METRICS",
+    "GAP_METRICS",
     "PERFORMANCE_METRICS",
     "SUMMARY_METRICS",
     "Comparison",
@@ -34,9 +36,14 @@ PERFORMANCE_METRICS: tuple[str, ...] = (
     "test_malignant_sensitivity",
     "test_malignant_specificity",
 )
+#: Generalization measures compared between optimizers (lower is better for all of them).
+GAP_METRICS: tuple[str, ...] = ("gap_loss", "gap_accuracy", "test_cross_entropy")
+#: Every metric :func:`compare_to_baseline` tests by default.
+COMPARED_METRICS: tuple[str, ...] = (*PERFORMANCE_METRICS, *GAP_METRICS)
 #: Columns summarised per network x optimizer (mean and CI).
 SUMMARY_METRICS: tuple[str, ...] = (
     *PERFORMANCE_METRICS,
+    "test_cross_entropy",
     "gap_loss",
     "gap_accuracy",
     "train_wall_s",
@@ -127,13 +134,14 @@ def _paired_values(rows, network, optimizer, baseline, metric) -> tuple[np.ndarr
 
 
 def compare_to_baseline(
-    rows: list[dict[str, Any]], config: StudyConfig, metrics: tuple[str, ...] = PERFORMANCE_METRICS
+    rows: list[dict[str, Any]], config: StudyConfig, metrics: tuple[str, ...] = COMPARED_METRICS
 ) -> list[Comparison]:
     """Paired Wilcoxon + bootstrap comparison of every optimizer with the baseline, per network.
 
     The Holm family is all network x optimizer comparisons of one metric. The verdict is
-    ``improves``/``hurts`` when the Holm-adjusted p-value is below ``analysis.alpha`` (direction
-    from the mean difference), otherwise ``no evidence``.
+    ``improves``/``hurts`` when the Holm-adjusted p-value is below ``analysis.alpha``, otherwise
+    ``no evidence``; the direction comes from the mean difference, where a smaller value improves
+    the metrics of :data:`GAP_METRICS` (generalization gaps, test loss).
     """
     analysis = config.analysis
     baseline, alpha = analysis["baseline"], float(analysis["alpha"])
@@ -172,7 +180,8 @@ def compare_to_baseline(
             # best case: every pair agrees and this is the family's smallest p (Holm multiplies by m)
             comp.underpowered = bool(comp.min_p * len(family) >= alpha)
             if not math.isnan(comp.p_holm) and comp.p_holm < alpha and comp.mean_diff != 0:
-                comp.verdict = "improves" if comp.mean_diff > 0 else "hurts"
+                better = comp.mean_diff < 0 if metric in GAP_METRICS else comp.mean_diff > 0
+                comp.verdict = "improves" if better else "hurts"
         results.extend(family)
     return results
 

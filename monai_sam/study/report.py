@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_sam.study.analysis import (
+    COMPARED_METRICS,
     PERFORMANCE_METRICS,
     Comparison,
     claims_table,
@@ -189,8 +190,8 @@ def _verdict_grid(comparisons: list[Comparison]) -> str:
     """Verdicts of every performance metric (rows: network x optimizer)."""
     keys = list(dict.fromkeys((c.network, c.optimizer) for c in comparisons))
     lookup = {(c.network, c.optimizer, c.metric): c.verdict for c in comparisons}
-    rows = [[n, o] + [lookup.get((n, o, m), "-") for m in PERFORMANCE_METRICS] for n, o in keys]
-    return _table(["network", "optimizer", *[m.removeprefix("test_") for m in PERFORMANCE_METRICS]], rows)
+    rows = [[n, o] + [lookup.get((n, o, m), "-") for m in COMPARED_METRICS] for n, o in keys]
+    return _table(["network", "optimizer", *[m.removeprefix("test_") for m in COMPARED_METRICS]], rows)
 
 
 def write_report(
@@ -269,7 +270,10 @@ def write_report(
             ["claim", "evidence (per network)", "status"],
             [[r["claim"], r["evidence"], r["status"]] for r in claims_table(comparisons, config)],
         ),
-        "### Verdicts on every test metric (Holm within each metric)\n\n" + _verdict_grid(comparisons),
+        "### Verdicts on every compared metric (Holm within each metric)\n\n"
+        "For the generalization gaps (`gap_loss` = test minus training loss, `gap_accuracy` = training minus "
+        "test accuracy) and the test cross-entropy, smaller is better: `improves` means a smaller value than "
+        "the baseline.\n\n" + _verdict_grid(comparisons),
         "## Training curves\n\n"
         "Mean over folds and seeds of the training loss and the validation key metric.\n\n"
         f"![curves]({link['curves']})",

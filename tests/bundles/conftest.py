@@ -72,7 +72,10 @@ def phantom_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_cnn(tmp_path_factory, phantom_dir) -> Path:
-    """Output folder of one tiny CNN-bundle training run (resnet18, SAM, 1 epoch, 32 px)."""
+    """Output folder of one tiny CNN-bundle training run (resnet18, SAM, 32 px): epoch 1 of a 2-epoch
+    schedule, stopped there with ``stop_epoch`` (so the resume test can continue it)."""
     out = tmp_path_factory.mktemp("cnn_run")
-    run_cli(train_args("cnn", out, phantom_dir), cwd=out)
+    args = train_args("cnn", out, phantom_dir, "--stop_epoch", "1")
+    args[args.index("--max_epochs") + 1] = "2"
+    run_cli(args, cwd=out)
     return out

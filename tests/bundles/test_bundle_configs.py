@@ -34,6 +34,9 @@ KNOBS = (
     "device",
     "num_workers",
     "val_interval",
+    "max_norm",
+    "resume",
+    "stop_epoch",
 )
 #: Config ids other tools rely on.
 STABLE_IDS = (
@@ -191,3 +194,15 @@ def test_bad_dataset_dir_message_reaches_cli_user(tmp_path):
     )
     assert proc.returncode != 0
     assert "dataset_dir '/no/busi' is not a directory" in proc.stderr
+
+
+@pytest.mark.parametrize(("optimizer", "with_rho"), [("gsam", True), ("sam", False)])
+def test_resume_objects_follow_the_rho_schedule(optimizer, with_rho, phantom_dir, tmp_path):
+    wf = workflow("vit", ("train",), "train", output_dir=str(tmp_path), image_size=32, optimizer=optimizer)
+    wf.parser["dataset_dir"] = str(phantom_dir)
+    wf.initialize()
+    objects = wf.parser.get_parsed_content("train#resume_objects")
+    expected = {"model", "optimizer", "lr_scheduler", "scaler", "trainer", "random", "validation"}
+    assert set(objects) == expected | ({"rho_scheduler"} if with_rho else set())
+    assert objects["scaler"] is wf.parser.get_parsed_content("train#iteration").scaler
+    assert wf.parser.get_parsed_content("train#iteration").max_norm == 1.0  # the ViT default clips

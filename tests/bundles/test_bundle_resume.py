@@ -1,8 +1,9 @@
-"""Resuming a bundle run through the real CLI: stopped after epoch 1 and resumed equals two epochs in one go."""
+"""Resuming a bundle run through the real CLI: stopped after epoch 1, resumed, equals two epochs in one go."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -34,10 +35,10 @@ def uninterrupted(tmp_path_factory, phantom_dir):
 
 
 @pytest.fixture(scope="module")
-def resumed(tmp_path_factory, phantom_dir):
-    """The same run stopped after epoch 1 (``stop_epoch``), then resumed with ``resume auto``."""
-    out = tmp_path_factory.mktemp("resumed")
-    _train(out, phantom_dir, "--stop_epoch", "1")
+def resumed(tmp_path_factory, phantom_dir, trained_cnn):
+    """The same run stopped after epoch 1 (``trained_cnn``), then resumed with ``resume auto``."""
+    out = tmp_path_factory.mktemp("resumed") / "run"
+    shutil.copytree(trained_cnn, out)
     proc = _train(out, phantom_dir, "--resume", "auto")
     return out, proc
 
@@ -70,7 +71,7 @@ def test_epoch_checkpoint_holds_everything_to_resume(resumed):
 
 def test_resume_errors_are_clear(resumed, tmp_path):
     out, _ = resumed
-    with pytest.raises(FileNotFoundError, match="nope.pt' does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt' does not exist"):
         ResumeHandler(str(tmp_path / "nope.pt"), out, {"model": build_network("resnet18", 3)})
     assert (
         ResumeHandler("auto", tmp_path, {"model": build_network("resnet18", 3)}).path is None
@@ -85,7 +86,7 @@ def test_resume_errors_are_clear(resumed, tmp_path):
         handler.attach(trainer)  # checks eagerly: a failing resume trains (and overwrites) nothing
 
     attach(out / "checkpoint_epoch=1.pt")
-    with pytest.raises(ValueError, match="not from model.pt"):
+    with pytest.raises(ValueError, match=r"not from model\.pt"):
         attach(out / "model.pt")
     with pytest.raises(ValueError, match=r"'fc.weight' has shape \(3, 512\) in the checkpoint, \(2, 512\)"):
         attach(out / "checkpoint_epoch=1.pt", num_classes=2)

@@ -71,6 +71,15 @@ def test_train_plain_adam_two_classes(tmp_path, phantom_dir):
     assert torch.load(tmp_path / "model.pt", weights_only=True)["fc.weight"].shape == (2, 512)
 
 
+def test_train_with_amp_on_cpu(tmp_path, phantom_dir):
+    # On CPU the iteration autocasts to bfloat16 (no GradScaler); MONAI's own fp16/CUDA path is not taken.
+    proc = run_cli(train_args("vit", tmp_path, phantom_dir, "--amp", "True"), cwd=tmp_path)
+    metrics = _check_training_outputs(tmp_path, "vit_small", "sam")
+    assert metrics["final"]["val_n"] == 3
+    assert all(torch.isfinite(t).all() for t in torch.load(tmp_path / "model.pt", weights_only=True).values())
+    assert "loss: nan" not in proc.stdout + proc.stderr
+
+
 def test_evaluate_writes_metrics_and_predictions(trained_cnn, phantom_dir, tmp_path):
     out = tmp_path / "eval"
     shutil.copytree(trained_cnn, out)

@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from conftest import batch, closure_for, mse, small_net
+from optim_helpers import batch, closure_for, mse, small_net
 
 from monai_sam.optimizers import GSAM, SAM, WSAM, FrobSAM, GSAMRhoScheduler, LookSAM
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Quadratic, final_grad
+from optim_helpers import Quadratic, final_grad
 
 from monai_sam.optimizers import ASAM, CRSAM, GSAM, SAM, SSAM, WSAM
 
@@ -104,7 +104,7 @@ def test_wsam_decoupled_update_is_base_step_then_sharpness_correction():
 
 
 def test_sam_norm_is_global_across_groups_with_per_group_rho():
-    from conftest import batch, mse, small_net
+    from optim_helpers import batch, mse, small_net
 
     net = small_net()
     x, y = batch()

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import torch
-from conftest import small_net
+from optim_helpers import small_net
 
 from monai_sam.optimizers import CRSAM, SAM, WSAM, available_optimizers, create_optimizer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import small_net
+from optim_helpers import small_net
 
 from monai_sam.optimizers import ASAM, CRSAM, GSAM, SAM, WSAM, DetSAM, FrobSAM, LookSAM
 

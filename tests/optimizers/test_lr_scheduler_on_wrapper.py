@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import batch, closure_for, mse, run_manual, small_net
+from optim_helpers import batch, closure_for, mse, run_manual, small_net
 
 from monai_sam.optimizers import SAM, GSAMRhoScheduler
 

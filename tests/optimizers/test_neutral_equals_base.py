@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import NEUTRAL, batch, closure_for, mse, run_manual, small_net
+from optim_helpers import NEUTRAL, batch, closure_for, mse, run_manual, small_net
 
 BASES = {
     "sgd_momentum": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}),
@@ -44,7 +44,7 @@ def test_neutral_method_equals_base_optimizer(method, base_name, api):
 @pytest.mark.parametrize("method", ["sam", "gsam", "crsam"])
 def test_active_method_differs_from_base(method):
     """Power check for the test above: with rho > 0 the trajectories differ."""
-    from conftest import ACTIVE
+    from optim_helpers import ACTIVE
 
     cls, hyper = ACTIVE[method]
     model = small_net()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ACTIVE, batch, mse, small_net
+from optim_helpers import ACTIVE, batch, mse, small_net
 from torch import nn
 
 from monai_sam.optimizers.base import BACKUP

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import ACTIVE, Quadratic, batch, closure_for, final_grad, mse, run_manual, small_net
+from optim_helpers import ACTIVE, Quadratic, batch, closure_for, final_grad, mse, run_manual, small_net
 
 from monai_sam.optimizers import CRSAM, SAM, LookSAM
 

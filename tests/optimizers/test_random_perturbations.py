@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Quadratic, final_grad
+from optim_helpers import Quadratic, final_grad
 
 from monai_sam.optimizers import DetSAM, FrobSAM
 

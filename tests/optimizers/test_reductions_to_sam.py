@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import Quadratic, batch, closure_for, final_grad, mse, small_net
+from optim_helpers import Quadratic, batch, closure_for, final_grad, mse, small_net
 from torch import nn
 
 from monai_sam.optimizers import ASAM, CRSAM, GSAM, SAM, WSAM, GSAMRhoScheduler, LookSAM

@@ -122,3 +122,11 @@ def test_runs_outside_the_grid_are_counted(tmp_path):
     run_study(make_config(seeds=[0], folds=[0, 1, 2]), tmp_path, run_fn=FakeRun(), progress=False)
     text = write_report(tmp_path, config=make_config(seeds=[0], folds=[0, 1])).read_text()
     assert "**12 of 12** in the grid, plus 6 runs" in text
+
+
+def test_gap_metrics_improve_when_smaller(tmp_path):
+    config = make_config()  # 10 pairs; FakeRun's gap_loss is 0.95 - value, so SAM's gain shrinks the gap
+    rows = _rows(tmp_path, config, FakeRun(sam_gain=0.05))
+    gap = {(c.network, c.optimizer): c for c in compare_to_baseline(rows, config) if c.metric == "gap_loss"}
+    assert gap[("resnet18", "sam")].mean_diff < 0
+    assert gap[("resnet18", "sam")].verdict == "improves"

@@ -1,11 +1,13 @@
-"""Shared helpers of the optimizer tests: tiny float64 models, a quadratic, pass-by-pass drivers."""
+"""Shared helpers of the optimizer tests: tiny float64 models, a quadratic, pass-by-pass drivers.
+
+A plain module (not ``conftest``): several test folders have a conftest, and importing one by that
+name is ambiguous when the whole suite runs.
+"""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
-import pytest
 import torch
 from torch import nn
 
@@ -119,8 +121,3 @@ def final_grad(opt, loss_fn: Callable[[], torch.Tensor]) -> list[torch.Tensor]:
     grads = [p.grad.clone() for g in opt.param_groups for p in g["params"]]
     opt.base_step()
     return grads
-
-
-@pytest.fixture
-def clone_model():
-    return copy.deepcopy
