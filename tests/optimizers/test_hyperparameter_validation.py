@@ -77,3 +77,14 @@ def test_detsam_needs_one_rho():
     net = small_net()
     with pytest.raises(ValueError, match="same in every param group"):
         DetSAM([{"params": net[0].parameters(), "rho": 0.2}, {"params": net[2].parameters()}], lr=0.1)
+
+
+def test_issue_signatures_accept_method_hyperparameters_positionally():
+    """The documented signatures, e.g. ``GSAM(params, base, rho, alpha, **base_kwargs)``, work positionally."""
+    net = small_net()
+    sam = SAM(net.parameters(), torch.optim.SGD, 0.2, lr=0.1)
+    gsam = GSAM(net.parameters(), torch.optim.SGD, 0.3, 0.1, lr=0.1)
+    wsam = WSAM(net.parameters(), torch.optim.SGD, 0.4, 0.8, False, lr=0.1)
+    assert sam.param_groups[0]["rho"] == 0.2 and sam.param_groups[0]["lr"] == 0.1
+    assert (gsam.param_groups[0]["rho"], gsam.param_groups[0]["alpha"]) == (0.3, 0.1)
+    assert (wsam.param_groups[0]["gamma"], wsam.decouple) == (0.8, False)
