@@ -80,7 +80,7 @@ def test_detsam_needs_one_rho():
 
 
 def test_issue_signatures_accept_method_hyperparameters_positionally():
-    """The documented signatures, e.g. ``GSAM(params, base, rho, alpha, **base_kwargs)``, work positionally."""
+    """The issue's signatures, e.g. ``GSAM(params, base, rho, alpha, **kw)``, work positionally."""
     net = small_net()
     sam = SAM(net.parameters(), torch.optim.SGD, 0.2, lr=0.1)
     gsam = GSAM(net.parameters(), torch.optim.SGD, 0.3, 0.1, lr=0.1)
