@@ -206,3 +206,17 @@ def test_resume_objects_follow_the_rho_schedule(optimizer, with_rho, phantom_dir
     assert set(objects) == expected | ({"rho_scheduler"} if with_rho else set())
     assert objects["scaler"] is wf.parser.get_parsed_content("train#iteration").scaler
     assert wf.parser.get_parsed_content("train#iteration").max_norm == 1.0  # the ViT default clips
+
+
+@pytest.mark.slow
+def test_batchnorm_counts_one_clean_pass_per_iteration(phantom_dir, tmp_path):
+    # SAM runs two forward passes per iteration; the bundle's BatchNorm statistics must see only the clean one
+    # (validation runs in eval mode and adds nothing).
+    wf = workflow("cnn", ("train",), "train", output_dir=str(tmp_path), image_size=32, max_epochs=2)
+    wf.parser["progress"] = False
+    wf.parser["dataset_dir"] = str(phantom_dir)
+    wf.initialize()
+    wf.run()
+    net, trainer = wf.parser.get_parsed_content("network_def"), wf.parser.get_parsed_content("train#trainer")
+    counts = {int(m.num_batches_tracked) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert trainer.state.iteration == 4 and counts == {4}  # 15 images, batch 8, 2 epochs
