@@ -8,7 +8,7 @@ import shutil
 import jsonschema
 import pytest
 import torch
-from conftest import BUNDLES, SCHEMA, config, run_cli
+from bundle_cli import BUNDLES, SCHEMA, config, run_cli
 from monai.bundle import ConfigWorkflow
 
 from monai_sam.networks import build_network

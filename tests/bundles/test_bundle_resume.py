@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import run_cli, train_args
+from bundle_cli import run_cli, train_args
 from ignite.engine import Engine
 
 from monai_sam.bundle import ResumeHandler

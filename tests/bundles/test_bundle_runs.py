@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import BUNDLES, TINY, cli_env, config, run_cli, train_args
+from bundle_cli import BUNDLES, TINY, cli_env, config, run_cli, train_args
 
 from monai_sam.networks import build_network
 
