@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from study_fakes import make_config
 
 from monai_sam.cli import build_parser
 from monai_sam.cli.study_command import apply_overrides

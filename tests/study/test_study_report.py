@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import FakeRun, make_config
 from scipy import stats
+from study_fakes import FakeRun, make_config
 
 from monai_sam.cli import main
 from monai_sam.study.analysis import (

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import FakeRun, make_config
+from study_fakes import FakeRun, make_config
 
 from monai_sam.study.grid import expand_grid
 from monai_sam.study.runner import load_runs, run_fingerprint, run_study

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from study_fakes import make_config
 
 from monai_sam.study.data import StudyData
 from monai_sam.study.grid import expand_grid
