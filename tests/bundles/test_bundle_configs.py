@@ -170,6 +170,7 @@ def test_checkpoint_of_wrong_shape_is_explained(tmp_path):
         "infer",
         ckpt_path=str(tmp_path / "model.pt"),
         num_classes=2,
+        network="resnet18",
         output_dir=str(tmp_path),
     )
     message = _parse_error(wf, "net")
@@ -220,3 +221,10 @@ def test_batchnorm_counts_one_clean_pass_per_iteration(phantom_dir, tmp_path):
     net, trainer = wf.parser.get_parsed_content("network_def"), wf.parser.get_parsed_content("train#trainer")
     counts = {int(m.num_batches_tracked) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert trainer.state.iteration == 4 and counts == {4}  # 15 images, batch 8, 2 epochs
+
+
+@pytest.mark.parametrize(("bundle", "network"), [("cnn", "resnet50"), ("vit", "vit_small")])
+def test_default_networks(bundle, network):
+    """The CNN bundle defaults to the paper's ResNet-50; the ViT bundle to a small ViT for CPU runs."""
+    for names, workflow_type in ((("train",), "train"), (("inference",), "infer")):
+        assert workflow(bundle, names, workflow_type).parser["network"] == network

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from bundle_cli import BUNDLES, TINY, cli_env, config, run_cli, train_args
+from bundle_cli import BUNDLES, CNN_NET, TINY, cli_env, config, run_cli, train_args
 
 from monai_sam.networks import build_network
 
@@ -40,7 +40,7 @@ def _check_training_outputs(out, network: str, optimizer: str) -> dict:
     return metrics
 
 
-def test_train_cnn_bundle_default_network(trained_cnn):
+def test_train_cnn_bundle(trained_cnn):
     _check_training_outputs(trained_cnn, "resnet18", "sam")
     state = torch.load(trained_cnn / "model.pt", weights_only=True)
     assert state["fc.weight"].shape == (3, 512)  # plain state dict of the unwrapped network
@@ -93,6 +93,7 @@ def test_evaluate_writes_metrics_and_predictions(trained_cnn, phantom_dir, tmp_p
             "--dataset_dir",
             str(phantom_dir),
             *TINY,
+            *CNN_NET,
         ],
         cwd=tmp_path,
     )
@@ -132,6 +133,7 @@ def test_inference_on_a_folder(trained_cnn, phantom_dir, tmp_path):
             str(tmp_path / "out"),
             "--image_size",
             "32",
+            *CNN_NET,
         ],
         cwd=tmp_path,
     )
@@ -173,6 +175,7 @@ def test_ckpt_export_matches_eager_network(trained_cnn, tmp_path):
             str(configs / "metadata.json"),
             "--config_file",
             str(configs / "inference.yaml"),
+            *CNN_NET,
         ],
         cwd=tmp_path,
     )
