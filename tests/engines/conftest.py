@@ -13,15 +13,6 @@ from monai_sam.engines import SharpnessAwareIteration, SharpnessEvents
 logging.getLogger("ignite").setLevel(logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_batches(num_batches=3, batch_size=4, in_features=3, num_classes=2, seed=0, dtype=torch.float64):
     """A list of (image, label) batches usable as a MONAI ``train_data_loader``."""
     gen = torch.Generator().manual_seed(seed)

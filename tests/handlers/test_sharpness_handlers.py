@@ -14,14 +14,6 @@ from monai_sam.handlers import RhoScheduleHandler, SharpnessStatsHandler, sharpn
 from monai_sam.optimizers import GSAMRhoScheduler, create_optimizer
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _trainer(name="sam", handlers=(), num_batches=4, max_epochs=1, **opt_kwargs):
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 2).double()

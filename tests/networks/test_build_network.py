@@ -7,8 +7,6 @@ import torch
 
 from monai_sam.networks import ViTClassifier, available_networks, build_network, network_spec
 
-torch.set_num_threads(1)
-
 SIZES = {"vit": 32, "vit_small": 32}
 # vgg16_bn shares vgg16's channel adaptation; its 134 M parameters take seconds to initialise.
 CASES = [(name, c) for name in available_networks() for c in (1, 3) if (name, c) != ("vgg16_bn", 3)]

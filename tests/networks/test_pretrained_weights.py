@@ -10,8 +10,6 @@ import torchvision
 
 from monai_sam.networks import adapt_input_channels, build_network, load_pretrained_weights
 
-torch.set_num_threads(1)
-
 
 @pytest.mark.parametrize(("name", "size"), [("resnet18", 64), ("vit_small", 32), ("swin_micro", 64)])
 def test_rgb_weights_on_grey_input_match_replicated_rgb(tmp_path, name, size):

@@ -4,7 +4,6 @@ import json
 import logging
 
 import pytest
-import torch
 
 from monai_sam.cli import main
 from monai_sam.study.config import StudyConfig, preset_dict
@@ -15,14 +14,6 @@ from monai_sam.study.training import BundleRunFunction
 pytestmark = pytest.mark.slow
 
 TINY = ["--max-epochs", "1", "--image-size", "32", "--folds", "0", "1", "--optimizers", "adam", "sam"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny_quick() -> StudyConfig:
