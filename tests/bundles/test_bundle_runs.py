@@ -217,3 +217,12 @@ def test_torchrun_two_processes_on_cpu(tmp_path, phantom_dir):
     split = json.loads((tmp_path / "data_split" / "split.json").read_text())
     # Ranks hold 2 and 1 validation images; the metrics gather all of them.
     assert metrics["final"]["val_n"] == len(split["validation"]) == 3
+
+
+def test_last_batch_of_one_image_is_dropped(tmp_path, phantom_dir):
+    # 15 training images in batches of 7 leave one image, which BatchNorm cannot normalise in training mode
+    # (a 1x1 feature map at 32 px); the bundle drops that batch instead of failing.
+    run_cli(train_args("cnn", tmp_path, phantom_dir, "--batch_size", "7"), cwd=tmp_path)
+    split = json.loads((tmp_path / "data_split" / "split.json").read_text())
+    assert len(split["training"]) % 7 == 1
+    _check_training_outputs(tmp_path, "resnet18", "sam")
