@@ -11,7 +11,7 @@
 from monai_sam.bundle.checkpoint import load_network_checkpoint
 from monai_sam.bundle.distributed import init_distributed, is_main_process, main_process_first, rank_handlers
 from monai_sam.bundle.inputs import bundle_datalist, default_class_names, image_folder_datalist, select_split
-from monai_sam.bundle.logs import EpochProgressBar, add_file_log, training_scalars
+from monai_sam.bundle.logs import EpochProgressBar, add_file_log, remove_file_logs, training_scalars
 from monai_sam.bundle.metrics import ClassificationReport, ClassificationScore, probabilities_and_labels
 from monai_sam.bundle.reports import MetricsJSONWriter, PredictionWriter, write_json
 from monai_sam.bundle.resume import (
@@ -43,6 +43,7 @@ __all__ = [
     "main_process_first",
     "probabilities_and_labels",
     "rank_handlers",
+    "remove_file_logs",
     "select_split",
     "training_scalars",
     "write_json",

@@ -12,7 +12,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
-__all__ = ["EpochProgressBar", "add_file_log", "training_scalars"]
+__all__ = ["EpochProgressBar", "add_file_log", "remove_file_logs", "training_scalars"]
 
 _FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
@@ -59,6 +59,30 @@ def add_file_log(
         if logger.getEffectiveLevel() > level:
             logger.setLevel(level)
     return path
+
+
+def remove_file_logs(path: str | os.PathLike) -> int:
+    """Detach and close the log-file handlers writing to ``path``, or to any file below it if it is a folder.
+
+    The counterpart of :func:`add_file_log`, called in a bundle's ``finalize``: in a process that runs several
+    workflows (a study, a notebook) the handlers would otherwise pile up, each writing every later record.
+    Returns the number of handlers closed.
+    """
+    target = os.path.abspath(os.fspath(path))
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    closed = set()
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if not isinstance(handler, logging.FileHandler):
+                continue
+            name = handler.baseFilename
+            if name == target or name.startswith(target + os.sep):
+                logger.removeHandler(handler)
+                handler.close()
+                closed.add(id(handler))
+    return len(closed)
 
 
 def training_scalars(

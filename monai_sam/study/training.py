@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_sam.bundle.logs import remove_file_logs
 from monai_sam.metrics import classification_metrics
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.data import StudyData, prepare_study_data
@@ -225,7 +226,7 @@ class BundleRunFunction:
         start = time.perf_counter()
         sharpness = self._sharpness(network, split["training"], transform, spec.seed)
         sharp_wall = time.perf_counter() - start
-        _close_file_logs(work_dir)
+        remove_file_logs(work_dir)  # bundles close their own in finalize; a custom bundle may not
         if not self.keep_work:
             shutil.rmtree(work_dir, ignore_errors=True)
         return {
@@ -331,23 +332,6 @@ class BundleRunFunction:
             ),
         }
         return {name: float(measures[name]()) for name in cfg["measures"]}
-
-
-def _close_file_logs(work_dir: Path) -> None:
-    """Detach and close the log-file handlers a bundle run opened under ``work_dir``.
-
-    The bundles' ``add_file_log`` hangs a FileHandler on several loggers for the run's ``train.log``;
-    in a study of many runs in one process they would pile up, each writing every later record.
-    """
-    root = str(work_dir.resolve())
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for handler in list(lg.handlers):
-            if isinstance(handler, logging.FileHandler) and handler.baseFilename.startswith(root):
-                lg.removeHandler(handler)
-                handler.close()
 
 
 def _optional(parser: Any, key: str) -> Any:

@@ -184,3 +184,19 @@ def test_rank_handlers_keep_control_handlers_off_rank_zero(monkeypatch, tmp_path
     assert rank_handlers(handlers) == [lr, output[0], stop, *output[1:]]
     monkeypatch.setattr(distributed, "is_main_process", lambda: False)
     assert rank_handlers(handlers) == [lr, stop]
+
+
+def test_remove_file_logs_closes_what_add_file_log_opened(tmp_path):
+    import logging
+
+    from monai_sam.bundle import add_file_log, remove_file_logs
+
+    path = add_file_log(tmp_path / "run" / "train.log")
+    logging.getLogger().info("kept")
+    assert remove_file_logs(tmp_path / "run") == 1  # one handler, hung on several loggers
+    logging.getLogger().info("not written after removal")
+    assert not any(
+        isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logging.getLogger().handlers
+    )
+    assert "not written" not in open(path).read()
+    assert remove_file_logs(tmp_path / "run") == 0
