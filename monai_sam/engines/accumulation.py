@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["GradientBuffer", "accumulation_window"]
+__all__ = ["GradientBuffer", "accumulation_window", "optimizer_steps"]
 
 
 def accumulation_window(iteration: int, epoch_length: int | None, steps: int) -> tuple[bool, bool]:
@@ -22,6 +22,11 @@ def accumulation_window(iteration: int, epoch_length: int | None, steps: int) ->
         return local % steps == 0, (local + 1) % steps == 0 or local + 1 == epoch_length
     local = iteration - 1
     return local % steps == 0, (local + 1) % steps == 0
+
+
+def optimizer_steps(max_epochs: int, epoch_length: int, steps: int) -> int:
+    """Optimizer steps of a run under :func:`accumulation_window` (each epoch flushes its last window)."""
+    return max_epochs * -(-epoch_length // steps)
 
 
 class GradientBuffer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import warnings
 from typing import Any
@@ -13,13 +14,15 @@ from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
-from monai_sam.engines.accumulation import GradientBuffer, accumulation_window
+from monai_sam.engines.accumulation import GradientBuffer, accumulation_window, optimizer_steps
 from monai_sam.engines.distributed import all_reduce_mean, average_gradients, find_ddp, no_sync
 from monai_sam.engines.events import SharpnessEvents, SharpnessKeys
 from monai_sam.engines.pass_context import RngReplay, bn_policy_context
 from monai_sam.engines.precision import PrecisionPlan, default_scaler_device, parse_dtype
 
 __all__ = ["SharpnessAwareIteration"]
+
+logger = logging.getLogger(__name__)
 
 # DDP modes: where the passes all-reduce (see ``SharpnessAwareIteration`` and docs/monai.md).
 _DDP_SYNCED = "synced"  # every pass synchronised by DDP: one global perturbation
@@ -111,6 +114,11 @@ class SharpnessAwareIteration:
             the clean loss is NaN/inf (one host sync per iteration) instead of training on it.
         output_index: when the network returns a tuple or list (MONAI ``ViT``: ``(logits, hidden)``),
             use this element as ``pred``; None passes the sequence to the loss function unchanged.
+        interval: when given, sets the optimizer's ``interval``: the full method every ``interval``-th
+            optimizer step, ONE forward/backward pass on the others (LookSAM: its ``k``).
+        start_fraction: late-phase mode: when given, the first ``start_fraction`` of the run's optimizer
+            steps (from ``max_epochs``, ``epoch_length`` and ``accumulation_steps``) are plain
+            base-optimizer steps with ONE pass; the method runs from there on (sets ``start_step``).
 
     Attributes:
         scaler: the GradScaler this iteration owns (None with ``grad_scaler=False``); put it in the
@@ -130,7 +138,17 @@ class SharpnessAwareIteration:
         sync_perturbation: bool = False,
         check_finite: bool = True,
         output_index: int | None = 0,
+        interval: int | None = None,
+        start_fraction: float | None = None,
     ) -> None:
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, int) or interval < 1
+        ):
+            raise ValueError(f"`interval` must be an integer >= 1 or None, got {interval!r}.")
+        if start_fraction is not None and not 0.0 <= start_fraction < 1.0:
+            raise ValueError(f"`start_fraction` must be in [0, 1) or None, got {start_fraction!r}.")
+        self.interval = interval
+        self.start_fraction = start_fraction
         self._bn_context = bn_policy_context(bn_policy)
         self.bn_policy = bn_policy
         if max_norm is not None and not max_norm > 0:
@@ -243,6 +261,28 @@ class SharpnessAwareIteration:
                 "(or use decouple=False)."
             )
         return _DDP_LOCAL
+
+    def _apply_modes(self, engine: Any, optimizer: Any) -> None:
+        """Set the optimizer's ``interval`` and late-phase ``start_step`` (every call: a resume agrees)."""
+        if self.interval is not None:
+            optimizer.interval = self.interval
+        if self.start_fraction is None:
+            return
+        total = optimizer_steps(
+            int(engine.state.max_epochs),
+            int(engine.state.epoch_length),
+            getattr(engine, "accumulation_steps", 1),
+        )
+        start = round(self.start_fraction * total)
+        if optimizer.start_step != start:
+            logger.info(
+                "late phase: %s runs from optimizer step %d of %d (start_fraction=%s), base steps before.",
+                type(optimizer).__name__,
+                start,
+                total,
+                self.start_fraction,
+            )
+            optimizer.start_step = start
 
     # ------------------------------------------------------------------ passes
     def _prepare(self, engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, dict, MetaTensor | None, Any]:
@@ -412,6 +452,7 @@ class SharpnessAwareIteration:
         sharpness = self._is_sharpness_aware(optimizer)
         if sharpness:
             self._ensure_events(engine)
+            self._apply_modes(engine, optimizer)
         plan = self._precision(engine, optimizer, sharpness)
         inputs, targets, args, kwargs, inputs_meta, targets_meta = self._prepare(engine, batchdata)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}

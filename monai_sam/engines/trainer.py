@@ -34,7 +34,8 @@ class SharpnessAwareTrainer(SupervisedTrainer):
         metric_cmp_fn, train_handlers, amp, event_names, event_to_attr, decollate, optim_set_to_none,
         to_kwargs, amp_kwargs, compile, compile_kwargs, accumulation_steps: as in ``SupervisedTrainer``.
         bn_policy, replay_rng, max_norm, norm_type, amp_dtype, grad_scaler, scaler_kwargs,
-        sync_perturbation, check_finite, output_index: as in :class:`SharpnessAwareIteration`
+        sync_perturbation, check_finite, output_index, interval, start_fraction: as in
+        :class:`SharpnessAwareIteration`
         (its ``amp`` follows this trainer's ``amp``).
 
     Attributes:
@@ -78,6 +79,8 @@ class SharpnessAwareTrainer(SupervisedTrainer):
         sync_perturbation: bool = False,
         check_finite: bool = True,
         output_index: int | None = 0,
+        interval: int | None = None,
+        start_fraction: float | None = None,
     ) -> None:
         self.iteration = SharpnessAwareIteration(
             bn_policy=bn_policy,
@@ -91,6 +94,8 @@ class SharpnessAwareTrainer(SupervisedTrainer):
             sync_perturbation=sync_perturbation,
             check_finite=check_finite,
             output_index=output_index,
+            interval=interval,
+            start_fraction=start_fraction,
         )
         events: list[Any] = list(event_names or [])
         if SharpnessEvents not in events:

@@ -34,7 +34,8 @@ class ASAM(SharpnessAwareOptimizer):
 
     ``T`` applies to the tensors chosen by ``adaptive`` (default: weight matrices and kernels, as in the
     official code which scales tensors named "weight"); other tensors use ``T = 1``. The constraint
-    ``||T^{-1} e|| = rho`` is active. Two passes, one peak buffer (weight backup) plus a temporary for ``T``.
+    ``||T^{-1} e|| = rho`` is active. Two passes; one parameter-sized buffer (the weight backup): ``T`` is
+    computed in place in the backed-up weights.
 
     Args:
         params: parameters or param-group dicts.
@@ -45,6 +46,7 @@ class ASAM(SharpnessAwareOptimizer):
             :func:`weights_by_name` reproduces the official name-based rule.
         eps: added to the norm.
         interval: perturb only every ``interval``-th step.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -62,6 +64,7 @@ class ASAM(SharpnessAwareOptimizer):
         adaptive: Callable[[Tensor], bool] | None = is_weight_tensor,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         self.adaptive = adaptive
@@ -71,13 +74,15 @@ class ASAM(SharpnessAwareOptimizer):
             hyperparameters={"rho": rho, "eta": eta},
             eps=eps,
             interval=interval,
+            start_step=start_step,
             **base_kwargs,
         )
 
     def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None]:
         chosen = [p for p in params if self.adaptive is None or self.adaptive(p)]
-        t_values = torch._foreach_abs(chosen) if chosen else []
         if chosen:
-            torch._foreach_add_(t_values, group["eta"])
-        lookup = dict(zip(map(id, chosen), t_values))
-        return [lookup.get(id(p)) for p in params]
+            # T = |w| + eta, written into the weights themselves (they are backed up): no extra buffer.
+            torch._foreach_abs_(chosen)
+            torch._foreach_add_(chosen, group["eta"])
+        chosen_ids = set(map(id, chosen))
+        return [p if id(p) in chosen_ids else None for p in params]

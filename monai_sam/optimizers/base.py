@@ -24,7 +24,7 @@ from monai_sam.optimizers.functional import global_norm, inverse_norm, scale_by,
 
 __all__ = ["SharpnessAwareOptimizer"]
 
-BACKUP = "sam_backup"  # peak: copy of w taken before the first perturbation of a step
+BACKUP = "sam_backup"  # this step's copy of w (a view of the persistent workspace; gone between steps)
 CLEAN_GRAD = "sam_clean_grad"  # peak: g0 (the pass-0 gradient tensor itself, moved, not copied)
 
 _STEP_HINT = (
@@ -33,6 +33,12 @@ _STEP_HINT = (
     "Without a closure use the pass-by-pass API: perturb() after each backward but the last, then "
     "unperturb() and base_step(). MONAI users: monai_sam.engines.SharpnessAwareIteration drives it for you."
 )
+
+
+def _check_step_option(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Invalid {name}={value!r}: must be an integer >= {minimum}.")
+    return value
 
 
 def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open=False):
@@ -75,7 +81,9 @@ class SharpnessAwareOptimizer(Optimizer):
         hyperparameters: the method's per-group hyperparameters (``rho``, ``alpha``, ...).
         eps: added to every norm the method divides by (``rho / (norm + eps)``).
         interval: efficient mode: perturb only on every ``interval``-th step (the first step included);
-            the other steps run ONE pass and hand the clean gradient to the base optimizer.
+            the other steps run ONE pass and are exactly a base-optimizer step (no norm, no copy).
+        start_step: late-phase mode: steps ``0 .. start_step - 1`` are plain base-optimizer steps with ONE
+            pass; the method (and the ``interval`` count) starts at step ``start_step``.
         base_kwargs: keyword arguments of the base optimizer class (``lr``, ``momentum``, ...).
 
     Attributes:
@@ -112,12 +120,13 @@ class SharpnessAwareOptimizer(Optimizer):
         hyperparameters: dict[str, Any] | None = None,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         hyper = dict(hyperparameters or {})
         _check_range("eps", eps, 0.0, float("inf"))
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"Invalid interval={interval!r}: must be an integer >= 1.")
+        _check_step_option("interval", interval, 1)
+        _check_step_option("start_step", start_step, 0)
         base = self._build_base(params, base_optimizer, base_kwargs)
         clash = sorted(set(hyper) & set(base.defaults))
         if clash:
@@ -134,8 +143,11 @@ class SharpnessAwareOptimizer(Optimizer):
         # The method's own per-parameter tensors. Not in the shared ``state``: base optimizers such as Adam
         # initialise a parameter's state when its dict is empty, so foreign keys there would break them.
         self.method_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        # Weight backups, allocated once and reused every step (not checkpointed: they hold no state).
+        self._workspace: dict[Tensor, Tensor] = {}
         self.eps = float(eps)
         self.interval = interval
+        self.start_step = start_step
         for group in self.param_groups:
             self._validate_group(group)
         self._step_count = 0  # completed steps (full or skipped)
@@ -190,9 +202,30 @@ class SharpnessAwareOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ step bookkeeping
     @property
+    def interval(self) -> int:
+        """The full method every ``interval``-th step (counted from ``start_step``), one pass otherwise."""
+        return self._interval
+
+    @interval.setter
+    def interval(self, value: int) -> None:
+        self._interval = _check_step_option("interval", value, 1)
+
+    @property
+    def start_step(self) -> int:
+        """Late-phase mode: steps before this one are plain base-optimizer steps with one pass."""
+        return self._start_step
+
+    @start_step.setter
+    def start_step(self, value: int) -> None:
+        self._start_step = _check_step_option("start_step", value, 0)
+
+    @property
     def num_passes(self) -> int:
-        """Forward/backward passes the NEXT step takes (1 on a step skipped by ``interval``)."""
-        return self.passes_per_step if self._step_count % self.interval == 0 else 1
+        """Forward/backward passes the NEXT step takes (1 on a step skipped by interval or start_step)."""
+        offset = self._step_count - self._start_step
+        if offset < 0 or offset % self._interval:
+            return 1
+        return self.passes_per_step
 
     def _check_loss(self, loss: Tensor | None, call: str) -> None:
         if self.needs_loss and loss is None:
@@ -354,8 +387,7 @@ class SharpnessAwareOptimizer(Optimizer):
         """After the restore: turn the last pass's ``.grad`` (and stored state) into the final gradient."""
 
     def _single_pass(self, loss: Tensor | None) -> None:
-        """A step skipped by ``interval``: ``.grad`` holds g0; by default the base optimizer uses it as is."""
-        self._record_clean_norm(self._grads()[1])
+        """A skipped step: ``.grad`` holds g0 and the base optimizer uses it as is (no extra work at all)."""
 
     def _after_base_step(self, skipped: Tensor | None, inv_scale: Tensor | None) -> None:
         """Post-step correction of a full step; ``skipped``/``inv_scale`` come from an enabled GradScaler."""
@@ -399,9 +431,21 @@ class SharpnessAwareOptimizer(Optimizer):
                     return
 
     def _backup(self, params: list[Tensor]) -> None:
-        """Copy the current weights (peak buffer) so they can be restored bit-exactly."""
-        for p, saved in zip(params, torch._foreach_clone(params)):
+        """Copy the current weights into the workspace so they can be restored bit-exactly."""
+        if not params:
+            return
+        buffers = [self._workspace_buffer(p) for p in params]
+        torch._foreach_copy_(buffers, params)
+        for p, saved in zip(params, buffers):
             self.method_state[p][BACKUP] = saved
+
+    def _workspace_buffer(self, p: Tensor) -> Tensor:
+        """The persistent backup buffer of ``p`` (re-allocated only if ``p`` changed dtype or device)."""
+        buffer = self._workspace.get(p)
+        if buffer is None or buffer.dtype != p.dtype or buffer.device != p.device or buffer.shape != p.shape:
+            buffer = torch.empty_like(p, memory_format=torch.preserve_format)
+            self._workspace[p] = buffer
+        return buffer
 
     def _backed_up(self) -> tuple[list[Tensor], list[Tensor]]:
         params, saved = [], []
@@ -467,17 +511,23 @@ class SharpnessAwareOptimizer(Optimizer):
         return out_p, out_s, out_g
 
     def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None] | None:
-        """Per-tensor element-wise ``T`` of adaptive methods (``None``: identity). SAM: identity."""
+        """Per-tensor element-wise ``T`` of adaptive methods (``None``: identity). SAM: identity.
+
+        Called after the weights are backed up: an implementation may compute ``T`` in place in the
+        parameter tensors themselves (ASAM does), so ``T`` costs no buffer; they are re-set from the backup.
+        """
         return None
 
     def _ascend(self, keep_clean: bool = False) -> None:
         """The SAM ascent from the pass-0 gradients: ``w <- w + rho * T^2 g / (||T g|| + eps)``.
 
         Records the status tensors, backs up the weights and optionally moves g0 into the state
-        (:data:`CLEAN_GRAD`). A non-finite g0 gives a zero perturbation.
+        (:data:`CLEAN_GRAD`). A non-finite g0 gives a zero perturbation. Without ``keep_clean`` the only
+        parameter-sized buffer is the weight backup: ``T g`` and ``e`` are computed in the gradient buffers.
         """
         per_group = self._group_grads()
         norm = self._record_clean_norm([g for _, _, grads in per_group for g in grads])
+        self._backup([p for _, params, _ in per_group for p in params])
         transforms = [self._ascent_transform(group, params) for group, params, _ in per_group]
         adaptive = any(t is not None for t in transforms)
         directions = []  # T g per group: in place when g0 is not kept, so it costs no buffer
@@ -491,16 +541,17 @@ class SharpnessAwareOptimizer(Optimizer):
         for (group, params, _), direction, t in zip(per_group, directions, transforms):
             if not params:
                 continue
-            # In place when g0 is not needed any more (SAM, ASAM): the gradient buffer becomes the
-            # perturbation, so it costs no buffer beyond the weight backup.
+            # In place when g0 is not needed any more (SAM, ASAM): the gradient buffer becomes e.
             e = scale_by(direction, inv * group["rho"], inplace=not keep_clean)
             if t is not None:
                 _multiply_where_given(e, t, inplace=True)
             zero_non_finite_(e)
-            self._backup(params)
             if keep_clean:
                 self._stash(CLEAN_GRAD, params)
-            torch._foreach_add_(params, e)
+            if t is None:
+                torch._foreach_add_(params, e)
+            else:  # the parameters may hold T now
+                self._move_to_backup_plus(params, e)
 
     # ------------------------------------------------------------------ checkpointing
     def _extra_state(self) -> dict[str, Any]:

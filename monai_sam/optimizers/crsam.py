@@ -33,6 +33,7 @@ class CRSAM(SharpnessAwareOptimizer):
         beta: slope (gradient-norm) weight (>= 0; 0.01 in the official training script, 0.1 in its class).
         eps: added to the norm.
         interval: perturb only every ``interval``-th step.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -50,6 +51,7 @@ class CRSAM(SharpnessAwareOptimizer):
         *,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         super().__init__(
@@ -58,6 +60,7 @@ class CRSAM(SharpnessAwareOptimizer):
             hyperparameters={"rho": rho, "gamma": gamma, "beta": beta},
             eps=eps,
             interval=interval,
+            start_step=start_step,
             **base_kwargs,
         )
 

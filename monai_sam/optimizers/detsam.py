@@ -36,6 +36,7 @@ class DetSAM(RandomPerturbationOptimizer):
         generator: optional ``torch.Generator`` for the noise.
         eps: unused by the math, kept for API symmetry.
         interval: perturb only every ``interval``-th step.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -53,6 +54,7 @@ class DetSAM(RandomPerturbationOptimizer):
         generator: torch.Generator | None = None,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
@@ -67,6 +69,7 @@ class DetSAM(RandomPerturbationOptimizer):
             generator=generator,
             eps=eps,
             interval=interval,
+            start_step=start_step,
             **base_kwargs,
         )
         if len({float(g["rho"]) for g in self.param_groups}) > 1:

@@ -31,6 +31,7 @@ class GSAM(SharpnessAwareOptimizer):
         alpha: weight of the surrogate-gap term (>= 0; per group).
         eps: added to the norms.
         interval: perturb only every ``interval``-th step.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -46,6 +47,7 @@ class GSAM(SharpnessAwareOptimizer):
         *,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         super().__init__(
@@ -54,6 +56,7 @@ class GSAM(SharpnessAwareOptimizer):
             hyperparameters={"rho": rho, "alpha": alpha},
             eps=eps,
             interval=interval,
+            start_step=start_step,
             **base_kwargs,
         )
 

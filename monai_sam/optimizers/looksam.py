@@ -31,6 +31,7 @@ class LookSAM(SharpnessAwareOptimizer):
         k: a SAM step every ``k`` steps (>= 1).
         alpha: weight of the reused direction (>= 0).
         eps: added to the norms.
+        start_step: plain base-optimizer steps (one pass) before the first LookSAM step.
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -47,6 +48,7 @@ class LookSAM(SharpnessAwareOptimizer):
         k: int = 5,
         alpha: float = 0.7,
         eps: float = 1e-12,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -57,6 +59,7 @@ class LookSAM(SharpnessAwareOptimizer):
             hyperparameters={"rho": rho, "alpha": alpha},
             eps=eps,
             interval=k,
+            start_step=start_step,
             **base_kwargs,
         )
         self._gv_norm: Tensor | None = None

@@ -27,6 +27,7 @@ class SAM(SharpnessAwareOptimizer):
         rho: neighbourhood radius (>= 0); per group, so a scheduler may change it.
         eps: added to the norm in ``rho / (norm + eps)``.
         interval: perturb only every ``interval``-th step; the other steps take one pass.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer (``lr``, ``momentum``, ...).
 
     Example::
@@ -49,8 +50,15 @@ class SAM(SharpnessAwareOptimizer):
         *,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         super().__init__(
-            params, base_optimizer, hyperparameters={"rho": rho}, eps=eps, interval=interval, **base_kwargs
+            params,
+            base_optimizer,
+            hyperparameters={"rho": rho},
+            eps=eps,
+            interval=interval,
+            start_step=start_step,
+            **base_kwargs,
         )

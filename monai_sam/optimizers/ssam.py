@@ -28,6 +28,7 @@ class SSAM(SharpnessAwareOptimizer):
         rho: neighbourhood radius (>= 0).
         eps: added to the norms.
         interval: perturb only every ``interval``-th step.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -39,10 +40,17 @@ class SSAM(SharpnessAwareOptimizer):
         *,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         super().__init__(
-            params, base_optimizer, hyperparameters={"rho": rho}, eps=eps, interval=interval, **base_kwargs
+            params,
+            base_optimizer,
+            hyperparameters={"rho": rho},
+            eps=eps,
+            interval=interval,
+            start_step=start_step,
+            **base_kwargs,
         )
 
     def _combine(self, loss: Tensor | None) -> None:

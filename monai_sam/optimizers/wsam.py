@@ -40,6 +40,7 @@ class WSAM(SharpnessAwareOptimizer):
             the units of the gradients, so it cannot be combined with a GradScaler.
         eps: added to the norm.
         interval: perturb only every ``interval``-th step.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -54,6 +55,7 @@ class WSAM(SharpnessAwareOptimizer):
         *,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         if max_norm is not None:
@@ -69,6 +71,7 @@ class WSAM(SharpnessAwareOptimizer):
             hyperparameters={"rho": rho, "gamma": gamma},
             eps=eps,
             interval=interval,
+            start_step=start_step,
             **base_kwargs,
         )
 

@@ -35,6 +35,7 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
         generator: optional ``torch.Generator`` for the noise (on the parameters' device).
         eps: kept for API symmetry (norms are only reported).
         interval: perturb only every ``interval``-th step.
+        start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
 
@@ -50,12 +51,19 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
         generator: torch.Generator | None = None,
         eps: float = 1e-12,
         interval: int = 1,
+        start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
         self.n_samples = n_samples
         self.passes_per_step = 1 + n_samples
         super().__init__(
-            params, base_optimizer, hyperparameters=hyperparameters, eps=eps, interval=interval, **base_kwargs
+            params,
+            base_optimizer,
+            hyperparameters=hyperparameters,
+            eps=eps,
+            interval=interval,
+            start_step=start_step,
+            **base_kwargs,
         )
         self._generators: dict[str, torch.Generator] = {}
         if generator is not None:

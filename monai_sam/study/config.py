@@ -15,6 +15,8 @@ A study YAML looks like this (every key but ``optimizers`` and ``networks`` has 
       - adam
       - {name: sam, rho: 0.05}
       - {name: gsam, label: gsam-a0.1, rho: 0.05, alpha: 0.1}   # extra keys go to create_optimizer
+      - {name: sam, label: sam-i5, interval: 5}    # efficient modes: interval, start_fraction (late)
+      - {name: looksam, k: 5, alpha: 0.7}
     folds: null             # which folds to run (default: all)
     seeds: [0]
     train: {max_epochs: 10, batch_size: 16, lr: 1.0e-4, image_size: 96, amp: false,
@@ -98,7 +100,8 @@ class OptimizerSpec:
         name: a name ``monai_sam.optimizers.create_optimizer`` knows (``adam``, ``sam``, ...).
         label: the name used in run ids and reports (defaults to ``name``; must be unique).
         rho: neighbourhood radius for sharpness-aware methods (``None``: the bundle default).
-        kwargs: further method hyperparameters passed to ``create_optimizer`` (``alpha``, ``gamma``...).
+        kwargs: further method hyperparameters passed to ``create_optimizer`` (``alpha``, ``gamma``,
+            ``interval``...); ``start_fraction`` (late-phase mode) goes to the bundle's iteration function.
     """
 
     name: str

@@ -5,7 +5,8 @@ train.yaml, workflow_type="train", **knobs)`` with the bundle's documented knobs
 ``datalist``, ``output_dir``, ``optimizer``, ``rho``, ``lr``, ``max_epochs``, ``batch_size``,
 ``image_size``, ``num_classes``, ``network``, ``pretrained_path``, ``amp``, ``seed``), so a study run
 trains exactly as ``python -m monai.bundle run`` would. Per-method hyperparameters other than ``rho``
-(GSAM ``alpha``, WSAM ``gamma``...) are passed as overrides of the optimizer component (``optim#<key>``).
+(GSAM ``alpha``, WSAM ``gamma``, ``interval``...) are passed as overrides of the optimizer component
+(``optim#<key>``); ``start_fraction`` (late-phase mode) becomes the ``sam_start_fraction`` knob.
 
 Evaluation reuses the bundle's components instead of a second workflow: the trained ``network_def``
 (with the best-validation checkpoint loaded, or the last weights) and the bundle's validation
@@ -33,6 +34,9 @@ from monai_sam.study.data import StudyData, prepare_study_data
 from monai_sam.study.grid import RunSpec
 
 __all__ = ["BundleRunFunction", "TrainingRecorder", "bundle_config_file", "default_bundles_dir"]
+
+#: optimizer-spec keys that configure the bundle's iteration function, not ``create_optimizer``.
+ITERATION_KNOBS = {"start_fraction": "sam_start_fraction"}
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +190,7 @@ class BundleRunFunction:
         if pretrained:
             knobs["pretrained_path"] = str(pretrained)
         for key, value in spec.optimizer.kwargs.items():
-            knobs[f"optim#{key}"] = value
+            knobs[ITERATION_KNOBS.get(key, f"optim#{key}")] = value
         knobs.update(train.get("overrides") or {})
         return knobs
 

@@ -37,6 +37,8 @@ KNOBS = (
     "max_norm",
     "resume",
     "stop_epoch",
+    "sam_interval",
+    "sam_start_fraction",
 )
 #: Config ids other tools rely on.
 STABLE_IDS = (
@@ -228,3 +230,23 @@ def test_default_networks(bundle, network):
     """The CNN bundle defaults to the paper's ResNet-50; the ViT bundle to a small ViT for CPU runs."""
     for names, workflow_type in ((("train",), "train"), (("inference",), "infer")):
         assert workflow(bundle, names, workflow_type).parser["network"] == network
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_mode_knobs_reach_the_iteration_and_the_optimizer(bundle, phantom_dir, tmp_path):
+    wf = workflow(
+        bundle,
+        ("train",),
+        "train",
+        output_dir=str(tmp_path),
+        image_size=32,
+        optimizer="looksam",
+        sam_start_fraction=0.5,
+        **{"optim#k": 3},
+    )
+    wf.parser["dataset_dir"] = str(phantom_dir)
+    wf.initialize()
+    iteration = wf.parser.get_parsed_content("train#iteration")
+    assert (iteration.interval, iteration.start_fraction) == (None, 0.5)  # null keeps LookSAM's k
+    assert wf.parser.get_parsed_content("optim").interval == 3
+    assert wf.parser.get_parsed_content("settings")["sam_start_fraction"] == 0.5

@@ -55,3 +55,20 @@ def test_bundle_config_lookup(tmp_path):
 def test_bad_network_train_key():
     with pytest.raises(ValueError, match="unknown key"):
         make_config(networks=[{"name": "resnet18", "train": {"learning_rate": 1}}])
+
+
+def test_mode_options_go_to_the_optimizer_or_the_iteration(tmp_path):
+    config, run_fn = _run_function(
+        tmp_path,
+        optimizers=[
+            "adam",
+            {"name": "sam", "label": "sam-i5", "interval": 5},
+            {"name": "sam", "label": "sam-late", "start_fraction": 0.5},
+        ],
+        folds=[0],
+    )
+    specs = {s.optimizer.label: s for s in expand_grid(config)}
+    interval = run_fn.overrides(specs["sam-i5"], tmp_path / "w")
+    assert interval["optim#interval"] == 5 and "sam_start_fraction" not in interval
+    late = run_fn.overrides(specs["sam-late"], tmp_path / "w")
+    assert late["sam_start_fraction"] == 0.5 and "optim#start_fraction" not in late
