@@ -90,8 +90,10 @@ class LookSAM(SharpnessAwareOptimizer):
                 if p.grad is not None and ORTHOGONAL in self.method_state.get(p, {})
             ]
             if members and group["alpha"] != 0:
-                gv = scale_by([self.method_state[p][ORTHOGONAL] for p in members], ratio * group["alpha"])
-                torch._foreach_add_([p.grad for p in members], gv)
+                # g += (alpha * ratio) * gv without a temporary: addcmul with a 0-d device factor (no sync).
+                factor = (ratio * group["alpha"]).to(members[0].grad.device, members[0].grad.dtype)
+                gv = [self.method_state[p][ORTHOGONAL] for p in members]
+                torch._foreach_addcmul_([p.grad for p in members], gv, [factor] * len(members))
 
     def _extra_state(self) -> dict[str, Any]:
         return {**super()._extra_state(), "gv_norm": self._gv_norm}
