@@ -111,7 +111,8 @@ class SharpnessAwareIteration:
             perturbation) instead of perturbing each rank with its local gradient (default, the
             SAM paper's m-sharpness).
         check_finite: without a GradScaler, raise ``FloatingPointError`` naming the iteration when
-            the clean loss is NaN/inf (one host sync per iteration) instead of training on it.
+            the clean loss is NaN/inf instead of training on it: one host read per iteration, before the
+            optimizer step, after all passes are queued (so it does not stall the device between passes).
         output_index: when the network returns a tuple or list (MONAI ``ViT``: ``(logits, hidden)``),
             use this element as ``pred``; None passes the sequence to the loss function unchanged.
         interval: when given, sets the optimizer's ``interval``: the full method every ``interval``-th
@@ -323,14 +324,22 @@ class SharpnessAwareIteration:
             ).mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
         loss = engine.state.output[Keys.LOSS]
+        return loss
+
+    def _check_finite(self, engine: Any, plan: PrecisionPlan) -> None:
+        """Raise before the optimizer step when the clean loss is NaN/inf (without a GradScaler).
+
+        The one host read of an iteration happens here, after every pass of the micro-batch is queued, so
+        it does not stall the device between the forward and backward passes.
+        """
+        loss = engine.state.output[Keys.LOSS]
         if self.check_finite and plan.scaler is None and not bool(torch.isfinite(loss).all()):
             raise FloatingPointError(
                 f"SharpnessAwareIteration: the clean loss is {loss.detach().float().item()} at iteration "
-                f"{engine.state.iteration} (epoch {engine.state.epoch}); training stopped instead of "
-                "continuing on NaN/inf. Lower the learning rate or rho, check the data, or pass "
-                "check_finite=False."
+                f"{engine.state.iteration} (epoch {engine.state.epoch}); training stopped before the "
+                "optimizer step instead of continuing on NaN/inf. Lower the learning rate or rho, check the "
+                "data, or pass check_finite=False."
             )
-        return loss
 
     def _perturbed_pass(
         self, engine: Any, plan: PrecisionPlan, inputs: Any, targets: Any, args: tuple, kwargs: dict
@@ -367,6 +376,7 @@ class SharpnessAwareIteration:
             optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         loss = self._clean_pass(engine, plan, *batch)
         plan.backward(loss / acc if acc > 1 else loss)
+        self._check_finite(engine, plan)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if ends:
             self._optimizer_step(engine, optimizer, plan, sharpness=False)
@@ -384,6 +394,7 @@ class SharpnessAwareIteration:
             )
         ddp = _DistributedPlan(find_ddp(engine.network), self._ddp_mode(engine, optimizer), optimizer)
         self._run_passes(engine, optimizer, plan, batch, ddp)
+        self._check_finite(engine, plan)
         ends = window[1]
         params = _optimizer_params(optimizer)
         if acc > 1:

@@ -227,6 +227,16 @@ def test_non_finite_loss_raises_naming_the_iteration(problem):
     opt = create_optimizer("sam", net.parameters(), base="sgd", lr=0.1)
     with pytest.raises(FloatingPointError, match="iteration 2"):
         problem.run(net, opt, batches, SharpnessAwareIteration())
+    # raised before the optimizer step: the weights are those after iteration 1
+    first_only = problem.net()
+    problem.run(
+        first_only,
+        create_optimizer("sam", first_only.parameters(), base="sgd", lr=0.1),
+        batches[:1],
+        SharpnessAwareIteration(),
+    )
+    for p, q in zip(net.parameters(), first_only.parameters()):
+        assert torch.equal(p, q)
     # opting out trains on (NaN) instead of raising
     problem.run(
         problem.net(),
