@@ -143,7 +143,7 @@ class NaiveLoopASAM(NaiveLoopSAM):
         return (p.abs() + self.eta) * direction * scale if p.ndim > 1 else direction * scale
 
 
-class ExactLoopSAM:
+class ExactLoopSAM(NaiveLoopSAM):
     """SAM with OUR guarantees, written as a Python loop: isolates what the ``_foreach_*`` kernels buy.
 
     Per parameter: fp32 norm (stacked for the global norm), copy into a kept backup buffer, ``g *= s``,
@@ -157,9 +157,7 @@ class ExactLoopSAM:
     """
 
     def __init__(self, params: Iterable[Tensor], base_optimizer: Optimizer, rho: float = 0.05) -> None:
-        self.params = list(params)
-        self.base_optimizer = base_optimizer
-        self.rho = rho
+        super().__init__(params, base_optimizer, rho)
         self.backup = {p: torch.empty_like(p) for p in self.params}
 
     @torch.no_grad()
@@ -184,7 +182,7 @@ class ExactLoopSAM:
 
 
 NAIVE: dict[str, type[NaiveLoopSAM]] = {"sam": NaiveLoopSAM, "asam": NaiveLoopASAM}
-EXACT_LOOP: dict[str, type[ExactLoopSAM]] = {"sam": ExactLoopSAM}
+EXACT_LOOP: dict[str, type[NaiveLoopSAM]] = {"sam": ExactLoopSAM}
 
 
 def time_steps(model_name: str, method: str, base: str, reps: int, batch: int, size: int) -> dict[str, float]:

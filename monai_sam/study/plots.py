@@ -27,7 +27,7 @@ def _save(fig, path: Path) -> Path:
     """Save and close ``fig``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long axis labels must not be clipped
     plt.close(fig)
     return path
 
@@ -129,6 +129,6 @@ def plot_differences(comparisons: list[Comparison], metric: str, path: Path) -> 
         ax.errorbar(c.mean_diff, i, xerr=[[low], [high]], fmt="o", color=colours[c.verdict], capsize=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(comps)), [f"{c.network} / {c.optimizer}" for c in comps])
-    ax.set_xlabel(f"{metric.replace('_', ' ')}: optimizer minus baseline (paired, bootstrap 95% CI)")
+    ax.set_xlabel(f"{metric.replace('_', ' ')}: optimizer minus baseline\n(paired, bootstrap 95% CI)")
     ax.invert_yaxis()
     return _save(fig, path)
