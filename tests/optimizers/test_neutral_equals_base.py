@@ -11,6 +11,8 @@ from optim_helpers import NEUTRAL, batch, closure_for, mse, run_manual, small_ne
 BASES = {
     "sgd_momentum": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}),
     "adamw": (torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 1e-2}),
+    # torch's fused (single-kernel) AdamW, also on CPU: the wrapper must leave it untouched
+    "adamw_fused": (torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 1e-2, "fused": True}),
 }
 
 
