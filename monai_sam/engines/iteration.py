@@ -19,6 +19,7 @@ from monai_sam.engines.distributed import all_reduce_mean, average_gradients, fi
 from monai_sam.engines.events import SharpnessEvents, SharpnessKeys
 from monai_sam.engines.pass_context import RngReplay, bn_policy_context
 from monai_sam.engines.precision import PrecisionPlan, default_scaler_device, parse_dtype
+from monai_sam.optimizers.base import check_step_option
 
 __all__ = ["SharpnessAwareIteration"]
 
@@ -142,10 +143,8 @@ class SharpnessAwareIteration:
         interval: int | None = None,
         start_fraction: float | None = None,
     ) -> None:
-        if interval is not None and (
-            isinstance(interval, bool) or not isinstance(interval, int) or interval < 1
-        ):
-            raise ValueError(f"`interval` must be an integer >= 1 or None, got {interval!r}.")
+        if interval is not None:
+            check_step_option("interval", interval, 1)
         if start_fraction is not None and not 0.0 <= start_fraction < 1.0:
             raise ValueError(f"`start_fraction` must be in [0, 1) or None, got {start_fraction!r}.")
         self.interval = interval

@@ -35,7 +35,8 @@ _STEP_HINT = (
 )
 
 
-def _check_step_option(name: str, value: Any, minimum: int) -> int:
+def check_step_option(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"Invalid {name}={value!r}: must be an integer >= {minimum}.")
     return value
@@ -125,8 +126,9 @@ class SharpnessAwareOptimizer(Optimizer):
     ) -> None:
         hyper = dict(hyperparameters or {})
         _check_range("eps", eps, 0.0, float("inf"))
-        _check_step_option("interval", interval, 1)
-        _check_step_option("start_step", start_step, 0)
+        # Checked again by the setters below; first here, before a given base instance is touched.
+        check_step_option("interval", interval, 1)
+        check_step_option("start_step", start_step, 0)
         base = self._build_base(params, base_optimizer, base_kwargs)
         clash = sorted(set(hyper) & set(base.defaults))
         if clash:
@@ -208,7 +210,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
     @interval.setter
     def interval(self, value: int) -> None:
-        self._interval = _check_step_option("interval", value, 1)
+        self._interval = check_step_option("interval", value, 1)
 
     @property
     def start_step(self) -> int:
@@ -217,7 +219,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
     @start_step.setter
     def start_step(self, value: int) -> None:
-        self._start_step = _check_step_option("start_step", value, 0)
+        self._start_step = check_step_option("start_step", value, 0)
 
     @property
     def num_passes(self) -> int:

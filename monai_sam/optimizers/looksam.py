@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer
+from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, check_step_option
 from monai_sam.optimizers.functional import global_dot, global_norm, scale_by
 
 __all__ = ["LookSAM"]
@@ -51,8 +51,7 @@ class LookSAM(SharpnessAwareOptimizer):
         start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"Invalid k={k!r}: must be an integer >= 1.")
+        check_step_option("k", k, 1)
         super().__init__(
             params,
             base_optimizer,
