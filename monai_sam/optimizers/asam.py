@@ -79,10 +79,10 @@ class ASAM(SharpnessAwareOptimizer):
         )
 
     def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None]:
-        chosen = [p for p in params if self.adaptive is None or self.adaptive(p)]
+        transforms = [p if self.adaptive is None or self.adaptive(p) else None for p in params]
+        chosen = [t for t in transforms if t is not None]
         if chosen:
             # T = |w| + eta, written into the weights themselves (they are backed up): no extra buffer.
             torch._foreach_abs_(chosen)
             torch._foreach_add_(chosen, group["eta"])
-        chosen_ids = set(map(id, chosen))
-        return [p if id(p) in chosen_ids else None for p in params]
+        return transforms
