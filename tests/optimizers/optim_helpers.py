@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from monai_sam.optimizers import ASAM, CRSAM, GSAM, SAM, SSAM, WSAM, DetSAM, FrobSAM, LookSAM
 
@@ -121,3 +122,15 @@ def final_grad(opt, loss_fn: Callable[[], torch.Tensor]) -> list[torch.Tensor]:
     grads = [p.grad.clone() for g in opt.param_groups for p in g["params"]]
     opt.base_step()
     return grads
+
+
+class OpLog(TorchDispatchMode):
+    """Records the name of every aten op (kernel) run inside the mode, e.g. ``"aten.add_"``."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))

@@ -7,8 +7,7 @@ import copy
 
 import pytest
 import torch
-from optim_helpers import ACTIVE, batch, closure_for, mse, small_net
-from torch.utils._python_dispatch import TorchDispatchMode
+from optim_helpers import ACTIVE, OpLog, batch, closure_for, mse, small_net
 
 from monai_sam.optimizers import ASAM, SAM, LookSAM, create_optimizer
 
@@ -128,18 +127,6 @@ def test_late_phase_resume_is_bit_exact():
         assert torch.equal(p, q)
 
 
-class _OpLog(TorchDispatchMode):
-    """Records the aten ops (kernels) run inside the mode."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("cls", [SAM, ASAM])
 def test_a_skipped_step_runs_exactly_the_kernels_of_a_base_step(cls):
     x, y = batch()
@@ -154,11 +141,11 @@ def test_a_skipped_step_runs_exactly_the_kernels_of_a_base_step(cls):
         plain.step()
     assert opt.num_passes == 1
     mse(model, x, y).backward()
-    with _OpLog() as skipped:
+    with OpLog() as skipped:
         opt.unperturb()
         opt.base_step()
     mse(reference, x, y).backward()
-    with _OpLog() as base:
+    with OpLog() as base:
         plain.step()
     assert skipped.ops == base.ops
 

@@ -9,27 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_helpers import ACTIVE, batch, mse, small_net
-from torch.utils._python_dispatch import TorchDispatchMode
+from optim_helpers import ACTIVE, OpLog, batch, mse, small_net
 
-
-class _HostReads(TorchDispatchMode):
-    """Counts the aten ops that copy a tensor value to the host."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket is torch.ops.aten._local_scalar_dense:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
+HOST_READ = "aten._local_scalar_dense"
 
 
 def _probe_counts_reads():
-    with _HostReads() as probe:
+    with OpLog() as probe:
         bool(torch.ones(()) > 0)
-    return probe.count
+    return probe.ops.count(HOST_READ)
 
 
 @pytest.mark.parametrize("method", sorted(ACTIVE))
@@ -40,7 +28,7 @@ def test_a_full_step_reads_nothing_back(method):
     x, y = batch()
     opt = cls(model.parameters(), torch.optim.SGD, **hyper, lr=0.1, momentum=0.9)
     for _ in range(3):  # full and (LookSAM) one-pass steps, after momentum exists
-        with _HostReads() as probe:
+        with OpLog() as probe:
             for k in range(opt.num_passes):
                 loss = mse(model, x, y)
                 loss.backward()
@@ -49,18 +37,19 @@ def test_a_full_step_reads_nothing_back(method):
                 else:
                     opt.unperturb(loss.detach())
             opt.base_step()
-        assert probe.count == 0, f"{method}: {probe.count} host reads in one step"
+        reads = probe.ops.count(HOST_READ)
+        assert reads == 0, f"{method}: {reads} host reads in one step"
 
 
 def test_a_non_finite_gradient_is_handled_without_reading_it_back():
     model = small_net()
     x, y = batch()
     opt = ACTIVE["sam"][0](model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1)
-    with _HostReads() as probe:
+    with OpLog() as probe:
         mse(model, x, y).backward()
         next(model.parameters()).grad[0, 0] = float("inf")
         opt.perturb()
         mse(model, x, y).backward()
         opt.unperturb()
-    assert probe.count == 0
+    assert probe.ops.count(HOST_READ) == 0
     assert bool(opt.last_perturbation_skipped)
