@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
@@ -39,6 +38,8 @@ import monai
 import torch
 from ignite.engine import Engine, Events
 from monai.networks import nets
+
+from monai_sam.bundle.reports import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # one table of modes, shared with bench_epoch.py
 from bench_epoch import MODES, ForwardCounter, build_trainer
@@ -267,7 +268,7 @@ def run_model(name: str, args, device, report: dict, deadline: float) -> None:
             row["ratio_to_adam"] = row["images_per_s"] / adam
         report["results"].append(row)
         print(format_row(row), flush=True)
-        write_report(report, args.output)
+        write_json(args.output, report, nan_as_null=False)
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -282,14 +283,6 @@ def format_row(row: dict[str, Any]) -> str:
         f"{row['expected_passes_per_step']:7.2f} {mem} {row['warmup_s']:8.1f} {row['timed_steps']:6d}"
         + ("" if row["compile"] else "  (eager)")
     )
-
-
-def write_report(report: dict, path: str) -> None:
-    """Write the JSON report (atomically, so a kill never leaves half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -316,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.models:
         run_model(name, args, device, report, deadline)
     report["total_s"] = time.monotonic() - started
-    write_report(report, args.output)
+    write_json(args.output, report, nan_as_null=False)
     print(f"total {report['total_s']:.1f} s; wrote {args.output}")
     return report
 

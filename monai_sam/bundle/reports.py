@@ -6,7 +6,9 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,14 +32,38 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | os.PathLike, content: Mapping[str, Any]) -> None:
-    """Write ``content`` to ``path`` atomically (NaN becomes ``null``), creating the folder."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(_plain(content), f, indent=2)
-    os.replace(tmp, path)
+def write_json(
+    path: str | os.PathLike,
+    content: Any,
+    *,
+    nan_as_null: bool = True,
+    indent: int = 2,
+    default: Callable[[Any], Any] | None = None,
+) -> None:
+    """Write ``content`` to ``path`` atomically, creating the folder.
+
+    The JSON goes to a unique temporary file in the same folder, then ``os.replace`` puts it in place, so a
+    crash never leaves half a file (the temporary is removed on failure).
+
+    Args:
+        path: the JSON file.
+        content: what to write.
+        nan_as_null: convert NaN/inf to ``null`` and numpy/torch scalars to numbers (strict JSON); False
+            keeps Python's ``NaN`` tokens, which ``json.load`` reads back as floats.
+        indent: JSON indentation.
+        default: ``json.dump``'s fallback for values it cannot serialise (e.g. ``str``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = _plain(content) if nan_as_null else content
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=indent, default=default)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class MetricsJSONWriter:

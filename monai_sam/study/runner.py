@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -16,12 +15,12 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from monai_sam.bundle.reports import write_json
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.grid import RunSpec, expand_grid
 
 __all__ = [
     "RunFunction",
-    "atomic_write_json",
     "load_runs",
     "read_study_config",
     "run_fingerprint",
@@ -37,17 +36,9 @@ CONFIG_FILE = "study.yaml"
 RUNS_DIR = "runs"
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and ``os.replace``, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, allow_nan=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_record(path: Path, payload: Any) -> None:
+    """Atomic JSON with NaN kept (run records are read back by Python) and anything else as ``str``."""
+    write_json(path, payload, nan_as_null=False, indent=1, default=str)
 
 
 def read_study_config(output_dir: str | Path) -> StudyConfig:
@@ -150,7 +141,7 @@ def run_study(
         try:
             result = run_fn(spec)
         except Exception as err:
-            atomic_write_json(
+            _write_record(
                 out / "failed" / f"{spec.run_id}.json",
                 {**spec.describe(), "error": repr(err), "traceback": traceback.format_exc()},
             )
@@ -162,7 +153,7 @@ def run_study(
             continue
         record = {**spec.describe(), "fingerprint": run_fingerprint(config, spec), "status": "ok", **result}
         record["wall_s"] = time.perf_counter() - start
-        atomic_write_json(out / RUNS_DIR / f"{spec.run_id}.json", record)
+        _write_record(out / RUNS_DIR / f"{spec.run_id}.json", record)
         (out / "failed" / f"{spec.run_id}.json").unlink(missing_ok=True)
         bar.update(1)
     bar.close()
