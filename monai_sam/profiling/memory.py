@@ -49,6 +49,8 @@ from torch.autograd import DeviceType
 from torch.optim import Optimizer
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from monai_sam.optimizers.base import check_step_option
+
 __all__ = [
     "CalibrationSGD",
     "MemoryOverhead",
@@ -91,9 +93,7 @@ class StepSetup:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        steps = self.warmup_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"Invalid warmup_steps={steps!r}: must be an integer >= 0.")
+        check_step_option("warmup_steps", self.warmup_steps, 0)
         if self.inputs.device.type not in ("cpu", "cuda"):
             raise ValueError(f"inputs on {self.inputs.device}: only CPU and CUDA memory can be measured.")
 
@@ -176,8 +176,7 @@ class CalibrationSGD(torch.optim.SGD):
         persistent: bool = False,
         **sgd_kwargs: Any,
     ) -> None:
-        if isinstance(clones, bool) or not isinstance(clones, int) or clones < 0:
-            raise ValueError(f"Invalid clones={clones!r}: must be an integer >= 0.")
+        check_step_option("clones", clones, 0)
         super().__init__(params, **sgd_kwargs)
         self.clones = clones
         self.persistent = persistent
