@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import _check_range
+from monai_sam.optimizers.base import _check_range, check_step_option
 from monai_sam.optimizers.functional import scale_by
 from monai_sam.optimizers.zeroth_order import RandomPerturbationOptimizer
 
@@ -57,8 +57,7 @@ class DetSAM(RandomPerturbationOptimizer):
         start_step: int = 0,
         **base_kwargs: Any,
     ) -> None:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"Invalid n_samples={n_samples!r}: must be an integer >= 1.")
+        check_step_option("n_samples", n_samples, 1)
         _check_range("half_cube_len", half_cube_len, 0.0, float("inf"), low_open=True)
         self.half_cube_len = float(half_cube_len)
         super().__init__(
