@@ -3,24 +3,20 @@ Strategy" (JMLR 2025). Not Sparse SAM (Mi et al.), which shares the acronym else
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import SharpnessAwareOptimizer
 from monai_sam.optimizers.functional import global_norm, scale_by
+from monai_sam.optimizers.sam import SAM
 
 __all__ = ["SSAM"]
 
 
-class SSAM(SharpnessAwareOptimizer):
+class SSAM(SAM):
     """Stable SAM: SAM, then the final gradient is renormalised to the clean gradient's norm.
 
     ``g = (||g0|| / (||gp|| + eps)) * gp`` with one global scalar for all groups, kept on the device
     (the official code reads ``||g0||`` with ``.item()``, a host sync). Two passes, one peak buffer.
+    Same constructor as :class:`SAM`.
 
     Args:
         params: parameters or param-group dicts.
@@ -32,26 +28,9 @@ class SSAM(SharpnessAwareOptimizer):
         base_kwargs: keyword arguments of the base optimizer.
     """
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
-        rho: float = 0.05,
-        *,
-        eps: float = 1e-12,
-        interval: int = 1,
-        start_step: int = 0,
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(
-            params,
-            base_optimizer,
-            hyperparameters={"rho": rho},
-            eps=eps,
-            interval=interval,
-            start_step=start_step,
-            **base_kwargs,
-        )
+    # Not SAM's DDP shortcut (only the last pass all-reduced): the final gradient is gp rescaled by a
+    # ratio of norms, so it is combined on each rank first and then averaged once.
+    final_grad_is_last_pass = False
 
     def _combine(self, loss: Tensor | None) -> None:
         _, grads = self._grads()
