@@ -16,6 +16,7 @@ from monai_sam.optimizers.rho_schedule import GSAMRhoScheduler
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
 from monai_sam.optimizers.wsam import WSAM
+from monai_sam.optimizers.wrapping import wrap_optimizer
 
 __all__ = [
     "ASAM",
@@ -31,4 +32,5 @@ __all__ = [
     "SharpnessAwareOptimizer",
     "available_optimizers",
     "create_optimizer",
+    "wrap_optimizer",
 ]
