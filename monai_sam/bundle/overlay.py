@@ -206,7 +206,8 @@ def _find_optimizer(config: dict, trainer_id: str, trainer: dict) -> tuple[str, 
             value = parser.get(ref)
         except (KeyError, IndexError, ValueError):
             raise OverlayError(
-                f"the trainer {_display(trainer_id)} uses optimizer '@{_display(ref)}', which is not in the config."
+                f"the trainer {_display(trainer_id)} uses optimizer '@{_display(ref)}', "
+                "which is not in the config."
             ) from None
         here = ref
     found = _optimizer_like(config)

@@ -15,8 +15,8 @@ from monai_sam.optimizers.looksam import LookSAM
 from monai_sam.optimizers.rho_schedule import GSAMRhoScheduler
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
-from monai_sam.optimizers.wsam import WSAM
 from monai_sam.optimizers.wrapping import wrap_optimizer
+from monai_sam.optimizers.wsam import WSAM
 
 __all__ = [
     "ASAM",
