@@ -202,13 +202,16 @@ def _find_optimizer(config: dict, trainer_id: str, trainer: dict) -> tuple[str, 
         if ref in seen or len(seen) > 16:
             break
         seen.append(ref)
+        missing = object()
         try:
-            value = parser.get(ref)
-        except (KeyError, IndexError, ValueError):
+            value = parser.get(ref, missing)
+        except (KeyError, IndexError, ValueError, TypeError):
+            value = missing
+        if value is missing:
             raise OverlayError(
                 f"the trainer {_display(trainer_id)} uses optimizer '@{_display(ref)}', "
                 "which is not in the config."
-            ) from None
+            )
         here = ref
     found = _optimizer_like(config)
     raise OverlayError(
