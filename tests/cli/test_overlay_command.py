@@ -186,7 +186,7 @@ def template_style_bundle(root: Path) -> Path:
     multi_gpu = {
         "is_dist": "$dist.is_initialized()",
         "rank": "$dist.get_rank() if @is_dist else 0",
-        "report_path": "$@bundle_root + f'/report{@rank}.json'",
+        "report_path": "$@bundle_root + '/report' + str(@rank) + '.json'",
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
             "module": "$@network_def.to(@device)",
