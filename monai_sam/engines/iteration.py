@@ -417,6 +417,8 @@ class SharpnessAwareIteration:
         the true weights at the end, so every handler (validation, checkpoints, sharpness, logging) sees
         ``w``. A step that raises is closed first, so no perturbed weights reach an exception handler.
         """
+        if optimizer.perturbed_between_steps:
+            optimizer.rest_at_true_weights = True  # this iteration moves to the ascent point itself
         optimizer.move_to_perturbed_point()
         try:
             self._sharpness_passes(engine, optimizer, plan, batch, window)

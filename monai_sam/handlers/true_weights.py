@@ -51,7 +51,12 @@ class TrueWeightsHandler:
         Args:
             engine: the trainer.
         """
-        move = getattr(self._optimizer(engine), "move_to_perturbed_point", None)
+        optimizer = self._optimizer(engine)
+        if getattr(optimizer, "perturbed_between_steps", False):
+            optimizer.rest_at_true_weights = (
+                True  # the step ends at w; this handler moves to the ascent point
+            )
+        move = getattr(optimizer, "move_to_perturbed_point", None)
         if move is not None:
             move()
 

@@ -113,6 +113,9 @@ class MSAM(SharpnessAwareOptimizer):
             **base_kwargs,
         )
         self.momentum_key = _momentum_key(self.base_optimizer, momentum_key)
+        #: when True, a step ends at the true weights and a driver moves to the ascent point before the
+        #: next pass (monai-sam's MONAI engines set it: it saves one restore and one ascent per iteration).
+        self.rest_at_true_weights = False
         self._ascended: list[Tensor] = []  # parameters now at the ascent point (their w is in the workspace)
 
     # ------------------------------------------------------------------ the ascent point
@@ -179,7 +182,8 @@ class MSAM(SharpnessAwareOptimizer):
                 the step the momentum is unchanged and the weights return to the same ascent point.
         """
         super().base_step(scaler)
-        self.move_to_perturbed_point()
+        if not self.rest_at_true_weights:
+            self.move_to_perturbed_point()
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One MSAM step.

@@ -281,3 +281,19 @@ def test_bad_bases_are_refused_with_a_clear_error():
     assert opt.momentum_key == "momentum_buffer"
     with pytest.raises(ValueError, match="rho"):
         MSAM(params(), torch.optim.Adam, rho=-1.0)
+
+
+def test_rest_at_true_weights_defers_the_ascent_to_the_driver():
+    """The engines' mode: a step ends at w; moving to the ascent point before the pass gives the same run."""
+    x, y = batch()
+    model, other = small_net(), small_net()
+    a = MSAM(model.parameters(), torch.optim.Adam, rho=0.3, lr=1e-2)
+    b = MSAM(other.parameters(), torch.optim.Adam, rho=0.3, lr=1e-2)
+    b.rest_at_true_weights = True
+    for _ in range(3):
+        a.step(closure_for(a, lambda: mse(model, x, y)))
+        b.move_to_perturbed_point()
+        b.step(closure_for(b, lambda: mse(other, x, y)))
+        assert not b._ascended  # the step ended at the true weights
+        with a.true_weights():
+            assert all(torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
