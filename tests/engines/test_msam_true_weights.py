@@ -9,6 +9,7 @@ from ignite.metrics import Loss
 from monai.engines import SupervisedEvaluator
 from monai.handlers import CheckpointLoader, CheckpointSaver, ValidationHandler
 
+from monai_sam import sharpness
 from monai_sam.engines import SharpnessAwareIteration
 from monai_sam.handlers import TrueWeightsHandler
 from monai_sam.optimizers import MSAM
@@ -87,6 +88,12 @@ def _build(problem, driver, max_epochs, extra_handlers=()):
         lambda e: weights.append([p.detach().clone() for p in e.network.parameters()]),
     )
     trainer.validated_weights = weights
+    after = []  # what every ITERATION_COMPLETED handler (iteration-level checkpoints, sharpness, logs) sees
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: after.append([p.detach().clone() for p in e.network.parameters()]),
+    )
+    trainer.iteration_weights = after
     return trainer, net, opt, seen
 
 
@@ -106,12 +113,27 @@ def test_validation_and_checkpoints_see_the_true_weights(problem, tmp_path, driv
     for k, weights in enumerate(trainer.validated_weights):
         for p, w in zip(weights, history[2 * (k // 2) + 1]):
             torch.testing.assert_close(p, w, rtol=0, atol=1e-12)
+    assert len(trainer.iteration_weights) == len(history)
+    for weights, true in zip(trainer.iteration_weights, history):
+        for p, w in zip(weights, true):
+            torch.testing.assert_close(p, w, rtol=0, atol=1e-12)
     for p, w in zip(net.parameters(), history[5]):  # after the run the network holds w
         torch.testing.assert_close(p.detach(), w, rtol=0, atol=1e-12)
     for epoch in (1, 2, 3):
         saved = torch.load(tmp_path / f"network_epoch={epoch}.pt", weights_only=True)
         for value, w in zip(saved.values(), history[2 * epoch - 1]):
             torch.testing.assert_close(value, w, rtol=0, atol=1e-12)
+    # the sharpness measures on the trained network measure at w
+    reference = problem.net(hidden=5)
+    with torch.no_grad():
+        for p, w in zip(reference.parameters(), history[5]):
+            p.copy_(w)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    measured = sharpness.sam_sharpness(net, val_batches, loss_fn, rho=0.1, progress=False).sharpness
+    expected_sharpness = sharpness.sam_sharpness(
+        reference, val_batches, loss_fn, rho=0.1, progress=False
+    ).sharpness
+    assert measured == pytest.approx(expected_sharpness, rel=1e-9)
     # between steps the optimizer itself would rest at the ascent point, and that point validates differently
     opt.move_to_perturbed_point()
     ascent = [p.detach().clone() for p in net.parameters()]
