@@ -408,6 +408,26 @@ class SharpnessAwareIteration:
         if ends:
             self._optimizer_step(engine, optimizer, plan, sharpness=True)
 
+    def _sharpness_step(
+        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, window: tuple
+    ) -> None:
+        """The passes and step of a monai_sam optimizer; the network holds ``w`` before and after it.
+
+        MSAM rests at its momentum-ascent point between optimizer steps: it moves there here and back to
+        the true weights at the end, so every handler (validation, checkpoints, sharpness, logging) sees
+        ``w``. A step that raises is closed first, so no perturbed weights reach an exception handler.
+        """
+        if optimizer.perturbed_between_steps:
+            optimizer.rest_at_true_weights = True  # this iteration moves to the ascent point itself
+        optimizer.move_to_perturbed_point()
+        try:
+            self._sharpness_passes(engine, optimizer, plan, batch, window)
+        except BaseException:
+            optimizer.end_passes()
+            raise
+        finally:
+            optimizer.move_to_true_weights()
+
     def _run_passes(
         self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, ddp: _DistributedPlan
     ) -> None:
@@ -472,7 +492,7 @@ class SharpnessAwareIteration:
         engine.network.train()
         batch = (inputs, targets, args, kwargs)
         if sharpness:
-            self._sharpness_passes(engine, optimizer, plan, batch, window)
+            self._sharpness_step(engine, optimizer, plan, batch, window)
         else:
             self._single_pass(engine, optimizer, plan, batch, window)
         if inputs_meta is not None:

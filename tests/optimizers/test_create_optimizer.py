@@ -15,7 +15,7 @@ def test_available_names():
     names = available_optimizers()
     for name in ("adam", "adamw", "sgd", "sam", "asam", "gsam", "wsam", "crsam", "ssam", "frobsam", "detsam"):
         assert name in names
-    assert "looksam" in names
+    assert "looksam" in names and "msam" in names
 
 
 def test_method_with_base_name_splits_kwargs():
