@@ -93,6 +93,7 @@ def create_optimizer(
     name: str,
     params: Iterable[Tensor] | Iterable[dict[str, Any]],
     base: str | type[Optimizer] = "adam",
+    method_defaults: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Optimizer:
     """Create a sharpness-aware optimizer (or a plain torch one) by name.
@@ -108,6 +109,10 @@ def create_optimizer(
         params: parameters or param-group dicts.
         base: base optimizer of a sharpness-aware method: ``"sgd"``, ``"adam"``, ``"adamw"`` or a class.
             Ignored for plain names.
+        method_defaults: a config's defaults for whichever method it names, e.g. ``{"rho": 0.05}``:
+            each is used when ``kwargs`` does not give that key (or gives None) and the method accepts
+            it, and is silently left out otherwise, so a plain optimizer logs no warning about a
+            default it was never asked to use. A value given in ``kwargs`` is handled as above.
         kwargs: method hyperparameters and base-optimizer keyword arguments, e.g. ``lr=1e-4, rho=0.05``;
             every method also takes ``perturb="norm", model=net`` (SAM-ON).
 
@@ -131,6 +136,11 @@ def create_optimizer(
     else:
         raise ValueError(f"Unknown optimizer name {name!r}; available: {available_optimizers()}.")
     base_keys = _keyword_names(base_cls)
+    for k, v in (method_defaults or {}).items():
+        if kwargs.get(k) is None:
+            kwargs.pop(k, None)
+            if k in method_keys or k in base_keys:
+                kwargs[k] = v
     method_kwargs, base_kwargs, ignored, unknown = {}, {}, [], []
     foreign = _method_only_names()
     for k, v in kwargs.items():
