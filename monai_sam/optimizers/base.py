@@ -512,6 +512,17 @@ class SharpnessAwareOptimizer(Optimizer):
                     column.append(v if v is not None else torch.zeros_like(p.grad))
         return out_p, out_s, out_g
 
+    def _ascent_direction_(
+        self, per_group: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]], norm: Tensor
+    ) -> Tensor:
+        """Turn the clean gradients into the ascent direction in place; return the norm to divide by.
+
+        Called by :meth:`_ascend` after the clean norm is recorded and the weights are backed up, with the
+        ``(group, params, grads)`` that are perturbed. SAM: the gradient itself and its norm (``norm``).
+        GCSAM centralises, F-SAM subtracts a moving average; their norms may differ from ``norm``.
+        """
+        return norm
+
     def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None] | None:
         """Per-tensor element-wise ``T`` of adaptive methods (``None``: identity). SAM: identity.
 
@@ -530,6 +541,7 @@ class SharpnessAwareOptimizer(Optimizer):
         per_group = self._group_grads()
         norm = self._record_clean_norm([g for _, _, grads in per_group for g in grads])
         self._backup([p for _, params, _ in per_group for p in params])
+        norm = self._ascent_direction_(per_group, norm)
         transforms = [self._ascent_transform(group, params) for group, params, _ in per_group]
         adaptive = any(t is not None for t in transforms)
         directions = []  # T g per group: in place when g0 is not kept, so it costs no buffer

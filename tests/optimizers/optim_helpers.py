@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from monai_sam.optimizers import ASAM, CRSAM, GSAM, SAM, SSAM, WSAM, DetSAM, FrobSAM, LookSAM
+from monai_sam.optimizers import ASAM, CRSAM, FSAM, GCSAM, GSAM, SAM, SSAM, WSAM, DetSAM, FrobSAM, LookSAM
 
 #: every method with hyperparameters that make it the base optimizer exactly (rho = 0, neutral extras)
 NEUTRAL = {
@@ -26,6 +26,9 @@ NEUTRAL = {
     "frobsam": (FrobSAM, {"rho": 0.0, "lam": 0.0}),
     "detsam": (DetSAM, {"rho": 0.0, "lam": 0.0}),
     "looksam": (LookSAM, {"rho": 0.0, "alpha": 0.0, "k": 2}),
+    "gcsam": (GCSAM, {"rho": 0.0}),
+    "gcsam_raw": (GCSAM, {"rho": 0.0, "norm": "raw"}),
+    "fsam": (FSAM, {"rho": 0.0}),
 }
 
 #: every method with active (non-neutral) hyperparameters
@@ -40,6 +43,9 @@ ACTIVE = {
     "frobsam": (FrobSAM, {"rho": 0.05, "lam": 0.05}),
     "detsam": (DetSAM, {"rho": 0.1, "lam": 0.01}),
     "looksam": (LookSAM, {"rho": 0.1, "alpha": 0.7, "k": 2}),
+    "gcsam": (GCSAM, {"rho": 0.1}),
+    "gcsam_raw": (GCSAM, {"rho": 0.1, "norm": "raw"}),
+    "fsam": (FSAM, {"rho": 0.1, "sigma": 1.0, "lmbda": 0.6}),
 }
 
 

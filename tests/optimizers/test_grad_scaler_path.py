@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from monai_sam.optimizers import SAM, WSAM
+from monai_sam.optimizers import GCSAM, SAM, WSAM
 
 METHODS = {
     "sam": (SAM, {"rho": 0.1}),
     "wsam_decoupled": (WSAM, {"rho": 0.1, "gamma": 0.8}),
+    "gcsam": (GCSAM, {"rho": 0.1}),
 }
 
 
