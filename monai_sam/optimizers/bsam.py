@@ -221,7 +221,7 @@ class BSAM(SharpnessAwareOptimizer):
                 continue
             members = [p for p, _ in pairs]
             e = torch._foreach_div([g for _, g in pairs], self._precision(members))
-            rho = torch.where(finite, group["rho"], 0.0).to(e[0].device, e[0].dtype)
+            rho = finite.to(e[0].device, e[0].dtype) * group["rho"]  # 0 when g1 is not finite
             torch._foreach_mul_(e, rho)
             zero_non_finite_(e)
             torch._foreach_add_(members, e)

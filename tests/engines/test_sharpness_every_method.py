@@ -22,7 +22,10 @@ def test_method_runs_two_iterations(problem, name):
         torch.nn.Linear(6, 2),
     ).double()
     before = [p.detach().clone() for p in net.parameters()]
-    opt = create_optimizer(name, net.parameters(), base="sgd", lr=0.05)
+    if name == "bsam":  # its own update (no base) and a required data-set size
+        opt = create_optimizer(name, net.parameters(), lr=0.05, num_data=64)
+    else:
+        opt = create_optimizer(name, net.parameters(), base="sgd", lr=0.05)
     passes = [opt.num_passes] if isinstance(opt, SharpnessAwareOptimizer) else [1]
     trainer = problem.run(net, opt, problem.batches(num_batches=2), SharpnessAwareIteration(), max_epochs=1)
     item = trainer.state.output[0]
