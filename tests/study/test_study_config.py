@@ -27,6 +27,15 @@ def test_paper_preset_matches_paper_grid():
     assert config.train["image_size"] == 224 and config.data["folds"] == 5
 
 
+def test_quick_preset_runs_gcsam_the_seed_groups_follow_up():
+    config = load_preset("quick")
+    gcsam = next(o for o in config.optimizers if o.name == "gcsam")
+    assert gcsam.rho == 0.05 and gcsam.kwargs == {}
+    raw = preset_dict("quick")
+    raw["optimizers"] = ["adam", {"name": "gcsam", "rho": 0.05, "norm": "raw"}, "fsam", {"name": "bsam", "num_data": 400}]
+    assert [o.name for o in StudyConfig.from_dict(raw, source="t").optimizers][1:] == ["gcsam", "fsam", "bsam"]
+
+
 def test_grid_order_and_ids():
     config = make_config()
     specs = expand_grid(config)
