@@ -95,8 +95,7 @@ def test_matches_pytorch_optimizer_friendly_sam(monkeypatch, their_norm):
     kozistr_sam = pytest.importorskip("pytorch_optimizer.optimizer.sam")
     if their_norm == "fp64":  # their global norm is fp32 even for fp64 weights (spec §1.3)
         monkeypatch.setattr(kozistr_sam, "get_global_gradient_norm", _fp64_squared_norm)
-    rho, sigma, lmbda = 0.3, 1.0, 0.6
-    x, y = batch()
+    rho, sigma, lmbda = 0.3, 0.7, 0.6  # sigma != 1: with sigma = 1, g - m_new is parallel to g - m_old
     ours, theirs = small_net(), small_net()
     opt = create_optimizer(
         "fsam", ours.parameters(), base="sgd", rho=rho, sigma=sigma, lmbda=lmbda, lr=0.1, momentum=0.9
@@ -107,7 +106,7 @@ def test_matches_pytorch_optimizer_friendly_sam(monkeypatch, their_norm):
     )  # fmt: skip
     for i in range(6):
         xi, yi = batch(seed=10 + i)
-        run_manual(opt, lambda: mse(ours, xi, yi))
+        run_manual(opt, lambda xi=xi, yi=yi: mse(ours, xi, yi))
         ref.zero_grad()
         mse(theirs, xi, yi).backward()
         ref.first_step(zero_grad=True)

@@ -94,9 +94,7 @@ def _kozistr_steps(model, x, y, steps, rho):
 
 
 def _our_steps(model, x, y, steps, rho, norm):
-    opt = create_optimizer(
-        "gcsam", model.parameters(), base="sgd", rho=rho, norm=norm, lr=0.1, momentum=0.9
-    )
+    opt = create_optimizer("gcsam", model.parameters(), base="sgd", rho=rho, norm=norm, lr=0.1, momentum=0.9)
     for _ in range(steps):
         opt.zero_grad()
         mse(model, x, y).backward()
