@@ -140,3 +140,13 @@ class OpLog(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append(str(func.overloadpacket))
         return func(*args, **(kwargs or {}))
+
+
+def fp64_squared_grad_norm(param_groups, device=None, *, weight_adaptive=False):
+    """pytorch_optimizer's ``get_global_gradient_norm`` (a squared global norm), accumulated in fp64.
+
+    pytorch_optimizer takes the norm in fp32 even for fp64 weights (spec §1.3); with this in its place the
+    comparisons against it can use rounding-level tolerances.
+    """
+    grads = [p.grad for g in param_groups for p in g["params"] if p.grad is not None]
+    return torch.stack([(g.double() ** 2).sum() for g in grads]).sum().reshape(1)
