@@ -5,7 +5,8 @@ A sharpness-aware step runs several forward/backward passes over the same mini-b
 (SGD, Adam, AdamW, ...). :class:`SharpnessAwareOptimizer` owns everything that is common to all methods:
 the pass-by-pass state machine, the base optimizer and its shared param groups and state, restoring the
 weights, the SAM-style ascent, the closure API, GradScaler support, the ``interval`` efficient mode and
-checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine` and, rarely,
+checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine`,
+:meth:`_ascent_direction_` (GCSAM, F-SAM: the direction and norm of the SAM ascent) and, rarely,
 :meth:`_after_base_step`.
 """
 
