@@ -30,9 +30,11 @@ from bench_optimizer_step import MODELS, base_kwargs, build_model
 from tqdm import tqdm
 
 from monai_sam.optimizers import available_optimizers, create_optimizer
-from monai_sam.optimizers.factory import PLAIN_OPTIMIZERS
+from monai_sam.optimizers.factory import METHODS, PLAIN_OPTIMIZERS
 from monai_sam.profiling import CalibrationSGD, StepSetup, measure_memory_overhead
 
+#: arguments a method cannot run without
+REQUIRED: dict[str, dict[str, Any]] = {"bsam": {"num_data": 1000}}
 OFF_STEP_MODES: list[tuple[str, dict[str, Any]]] = [("sam", {"interval": 5}), ("looksam", {"k": 5})]
 
 
@@ -40,6 +42,8 @@ def rows(base: str) -> list[tuple[str, str, Callable, Callable, int]]:
     """(label, step kind, method builder, base builder, warm-up steps) of every measurement."""
 
     def method(name: str, **kwargs: Any) -> Callable:
+        if getattr(METHODS[name], "own_update", False):  # bSAM: its own update, no base optimizer
+            return lambda params: create_optimizer(name, params, lr=1e-3, **REQUIRED.get(name, {}), **kwargs)
         return lambda params: create_optimizer(
             name, params, base=base, lr=1e-3, **base_kwargs(name, base), **kwargs
         )

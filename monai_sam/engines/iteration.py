@@ -260,8 +260,8 @@ class SharpnessAwareIteration:
             return _DDP_LAST_PASS
         if _has_post_step_correction(optimizer):
             raise ValueError(
-                f"{type(optimizer).__name__} with decouple=True applies part of its update after the base "
-                "step from gradients kept inside the optimizer, so per-rank perturbations would "
+                f"{type(optimizer).__name__} applies part of its update from gradients kept inside the "
+                "optimizer (WSAM decouple=True, bSAM's precision), so per-rank perturbations would "
                 "desynchronise the ranks under DistributedDataParallel: pass sync_perturbation=True "
                 "(or use decouple=False)."
             )
@@ -392,9 +392,9 @@ class SharpnessAwareIteration:
         acc = engine.accumulation_steps
         if acc > 1 and _has_post_step_correction(optimizer):
             raise ValueError(
-                f"{type(optimizer).__name__} with decouple=True keeps part of its update inside the "
-                "optimizer, which gradient accumulation cannot sum: use accumulation_steps=1 or "
-                "decouple=False."
+                f"{type(optimizer).__name__} keeps part of its update inside the optimizer (WSAM "
+                "decouple=True, bSAM's precision), which gradient accumulation cannot sum: use "
+                "accumulation_steps=1 (or WSAM decouple=False)."
             )
         ddp = _DistributedPlan(find_ddp(engine.network), self._ddp_mode(engine, optimizer), optimizer)
         self._run_passes(engine, optimizer, plan, batch, ddp)

@@ -6,10 +6,13 @@ schedulers, checkpointing and per-group settings work as with any torch optimize
 
 from monai_sam.optimizers.asam import ASAM
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
+from monai_sam.optimizers.bsam import BSAM, BSAMUpdate
 from monai_sam.optimizers.crsam import CRSAM
 from monai_sam.optimizers.detsam import DetSAM
 from monai_sam.optimizers.factory import available_optimizers, create_optimizer
 from monai_sam.optimizers.frobsam import FrobSAM
+from monai_sam.optimizers.fsam import FSAM
+from monai_sam.optimizers.gcsam import GCSAM
 from monai_sam.optimizers.gsam import GSAM
 from monai_sam.optimizers.looksam import LookSAM
 from monai_sam.optimizers.msam import MSAM
@@ -21,12 +24,16 @@ from monai_sam.optimizers.wsam import WSAM
 
 __all__ = [
     "ASAM",
+    "BSAM",
     "CRSAM",
+    "FSAM",
+    "GCSAM",
     "GSAM",
     "MSAM",
     "SAM",
     "SSAM",
     "WSAM",
+    "BSAMUpdate",
     "DetSAM",
     "FrobSAM",
     "GSAMRhoScheduler",

@@ -5,7 +5,8 @@ A sharpness-aware step runs several forward/backward passes over the same mini-b
 (SGD, Adam, AdamW, ...). :class:`SharpnessAwareOptimizer` owns everything that is common to all methods:
 the pass-by-pass state machine, the base optimizer and its shared param groups and state, restoring the
 weights, the SAM-style ascent, the closure API, GradScaler support, the ``interval`` efficient mode and
-checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine` and, rarely,
+checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine`,
+:meth:`_ascent_direction_` (GCSAM, F-SAM: the direction and norm of the SAM ascent) and, rarely,
 :meth:`_after_base_step`.
 """
 
@@ -568,6 +569,17 @@ class SharpnessAwareOptimizer(Optimizer):
                     column.append(v if v is not None else torch.zeros_like(p.grad))
         return out_p, out_s, out_g
 
+    def _ascent_direction_(
+        self, per_group: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]], norm: Tensor
+    ) -> Tensor:
+        """Turn the clean gradients into the ascent direction in place; return the norm to divide by.
+
+        Called by :meth:`_ascend` after the clean norm is recorded and the weights are backed up, with the
+        ``(group, params, grads)`` that are perturbed. SAM: the gradient itself and its norm (``norm``).
+        GCSAM centralises, F-SAM subtracts a moving average; their norms may differ from ``norm``.
+        """
+        return norm
+
     def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None] | None:
         """Per-tensor element-wise ``T`` of adaptive methods (``None``: identity). SAM: identity.
 
@@ -596,6 +608,7 @@ class SharpnessAwareOptimizer(Optimizer):
             ]
             norm = global_norm([g for _, _, grads in per_group for g in grads], device=norm.device)
         self._backup([p for _, params, _ in per_group for p in params])
+        norm = self._ascent_direction_(per_group, norm)
         transforms = [self._ascent_transform(group, params) for group, params, _ in per_group]
         adaptive = any(t is not None for t in transforms)
         directions = []  # T g per group: in place when g0 is not kept, so it costs no buffer

@@ -127,3 +127,18 @@ def test_msam_one_pass_is_a_synchronised_ddp_pass(problem, single_rank_group):
     problem.run(reference, ref_opt, batches, SharpnessAwareIteration(), max_epochs=2)
     for p, q in zip(model.module.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_bsam_under_ddp_needs_synchronised_perturbations(problem, single_rank_group):
+    """bSAM's precision update uses the noisy pass's gradient, which DDP only averages in synced mode."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from monai_sam.engines import SharpnessAwareIteration
+
+    model = DistributedDataParallel(problem.net(hidden=3))
+    opt = create_optimizer("bsam", model.parameters(), lr=0.1, num_data=32)
+    with pytest.raises(ValueError, match="sync_perturbation=True"):
+        problem.run(model, opt, problem.batches(num_batches=1), SharpnessAwareIteration())
+    before = [p.detach().clone() for p in model.parameters()]
+    problem.run(model, opt, problem.batches(num_batches=1), SharpnessAwareIteration(sync_perturbation=True))
+    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))

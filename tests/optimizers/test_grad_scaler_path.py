@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from monai_sam.optimizers import MSAM, SAM, WSAM
+from monai_sam.optimizers import GCSAM, MSAM, SAM, WSAM
 
 METHODS = {
     "sam": (SAM, {"rho": 0.1}),
     "msam": (MSAM, {"rho": 0.3}),
     "wsam_decoupled": (WSAM, {"rho": 0.1, "gamma": 0.8}),
+    "gcsam": (GCSAM, {"rho": 0.1}),
 }
 
 

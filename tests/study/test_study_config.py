@@ -27,6 +27,17 @@ def test_paper_preset_matches_paper_grid():
     assert config.train["image_size"] == 224 and config.data["folds"] == 5
 
 
+def test_quick_preset_runs_gcsam_the_seed_groups_follow_up():
+    config = load_preset("quick")
+    gcsam = next(o for o in config.optimizers if o.name == "gcsam")
+    assert gcsam.rho == 0.05 and gcsam.kwargs == {}
+    raw = preset_dict("quick")
+    gcsam_raw = {"name": "gcsam", "rho": 0.05, "norm": "raw"}
+    raw["optimizers"] = ["adam", gcsam_raw, "fsam", {"name": "bsam", "num_data": 400}]
+    names = [o.name for o in StudyConfig.from_dict(raw, source="t").optimizers]
+    assert names == ["adam", "gcsam", "fsam", "bsam"]
+
+
 def test_grid_order_and_ids():
     config = make_config()
     specs = expand_grid(config)
