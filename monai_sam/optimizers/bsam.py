@@ -136,6 +136,8 @@ class BSAM(SharpnessAwareOptimizer):
         eps: kept for API symmetry (norms are only reported).
         interval: the full step every ``interval``-th step; the other steps take one pass.
         start_step: late-phase mode: steps before this one are plain :class:`BSAMUpdate` steps (one pass).
+        perturb, model: SAM-ON (``perturb="norm", model=net``): only normalisation-layer parameters get
+            the noise and the ascent, as in :class:`~monai_sam.optimizers.SharpnessAwareOptimizer`.
     """
 
     passes_per_step = 3
@@ -159,6 +161,8 @@ class BSAM(SharpnessAwareOptimizer):
         eps: float = 1e-12,
         interval: int = 1,
         start_step: int = 0,
+        perturb: str = "all",
+        model: torch.nn.Module | None = None,
     ) -> None:
         if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
             raise ValueError(
@@ -176,6 +180,8 @@ class BSAM(SharpnessAwareOptimizer):
             eps=eps,
             interval=interval,
             start_step=start_step,
+            perturb=perturb,
+            model=model,
         )
         self._noise = NoiseGenerators(type(self).__name__, generator)
 
@@ -198,14 +204,15 @@ class BSAM(SharpnessAwareOptimizer):
         params = [p for _, ps, _ in per_group for p in ps]
         if k == 0:  # the clean pass at the mean: status only, then w <- w + sqrt(1 / (N s)) * n
             self._record_clean_norm([g for _, _, gs in per_group for g in gs])
-            self._backup(params)
-            if not params:
+            noisy = self._perturbed(params)  # SAM-ON: only the norm-layer ones move
+            self._backup(noisy)
+            if not noisy:
                 return
-            self._fill_noise_(params)
-            std = torch._foreach_mul(self._precision(params), float(self.num_data))
+            self._fill_noise_(noisy)
+            std = torch._foreach_mul(self._precision(noisy), float(self.num_data))
             torch._foreach_rsqrt_(std)
-            torch._foreach_mul_(params, std)
-            torch._foreach_add_(params, [self.method_state[p][BACKUP] for p in params])
+            torch._foreach_mul_(noisy, std)
+            torch._foreach_add_(noisy, [self.method_state[p][BACKUP] for p in noisy])
             return
         # the noisy pass: w <- mean + rho * g1 / s; keep g1 for the precision update
         grads = [g for _, _, gs in per_group for g in gs]

@@ -53,6 +53,8 @@ def test_norm_parameters_finds_torch_and_monai_norm_layers_only():
 
 def _method(name: str, params, seed: int, **extra):
     torch.manual_seed(seed)  # the random-perturbation methods draw their noise seed here
+    if name == "bsam":  # its own update (no base) and a required data-set size
+        return create_optimizer(name, params, lr=0.05, num_data=64, **extra)
     return create_optimizer(name, params, base="sgd", lr=0.05, momentum=0.9, **extra)
 
 
