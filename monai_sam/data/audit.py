@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from monai_sam.data.datalist import Datalist, build_datalist
 from monai_sam.data.image_files import DEFAULT_MIN_SIZE
-from monai_sam.data.image_reading import ImageReadError, ReadOptions, open_image
 from monai_sam.data.image_hashing import (
     DEFAULT_HASH_THRESHOLD,
     content_hash,
@@ -32,6 +31,7 @@ from monai_sam.data.image_hashing import (
     hash_groups,
     perceptual_hash,
 )
+from monai_sam.data.image_reading import ImageReadError, ReadOptions, open_image
 
 #: A pixel is "coloured" when max(R,G,B) - min(R,G,B) exceeds this (grey ultrasound has equal channels).
 COLOUR_CHROMA = 40

@@ -199,9 +199,10 @@ def read_dicom(
                 y0, y1, x0, x1 = box
                 picture = np.ascontiguousarray(picture[y0:y1, x0:x1])
                 cropped = True
+        shown = photometric if photometric in _PHOTOMETRIC_TERMS else "other"
         facts = DicomFacts(
             frames=frames,
-            mode=f"{photometric if photometric in _PHOTOMETRIC_TERMS else 'other'} {int(ds.get('BitsStored', 0) or 0)}-bit",
+            mode=f"{shown} {int(ds.get('BitsStored', 0) or 0)}-bit",
             identifying_attributes=identifying_attributes(ds),
             burned_in_annotation=str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES",
             modality=_modality(ds),
@@ -293,7 +294,7 @@ def _decode(path: Path, ds, index: int | None) -> np.ndarray:
             )
     try:
         return pixel_array(ds, index=index)
-    except Exception as err:  # noqa: BLE001 - pydicom's decoders raise many types; all mean "cannot decode"
+    except Exception as err:  # pydicom's decoders raise many types; all mean "cannot decode"
         hint = (
             f"damaged compressed data, or a decoder that cannot read it (try: pip install "
             f"{_decoder_package(str(uid))})"
@@ -380,5 +381,5 @@ def _check_spacing(path: Path, ds, regions) -> None:
             raise DicomReadError(
                 path,
                 f"PixelSpacing {row_mm:g} x {col_mm:g} mm disagrees with its ultrasound region's pixel size "
-                f"{dy_mm:g} x {dx_mm:g} mm: inconsistent export (set crop_region false to ignore the regions)",
+                f"{dy_mm:g} x {dx_mm:g} mm: an inconsistent export (crop_region false ignores the regions)",
             )

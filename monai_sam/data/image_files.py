@@ -8,10 +8,9 @@ truncated, compressed-without-decoder or otherwise unusable file is named here, 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image

@@ -69,7 +69,7 @@ def read_nifti(path: str | Path, nifti_slice: int | str | None = None) -> tuple[
     try:
         image = reader.read(str(path))
         shape = [int(n) for n in image.shape]
-    except Exception as err:  # noqa: BLE001 - nibabel raises ImageFileError, OSError, EOFError, zlib errors...
+    except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors...
         raise NiftiReadError(path, f"not a readable NIfTI file ({type(err).__name__})") from err
     while len(shape) > 2 and shape[-1] == 1:
         shape.pop()
@@ -92,7 +92,7 @@ def read_nifti(path: str | Path, nifti_slice: int | str | None = None) -> tuple[
             raise NiftiReadError(path, f"has {slices} slices: slice {nifti_slice} does not exist (0-based)")
     try:
         data, _ = reader.get_data(image)  # the header dictionary is dropped on purpose
-    except Exception as err:  # noqa: BLE001 - truncated or damaged data surfaces here
+    except Exception as err:  # truncated or damaged data surfaces here
         raise NiftiReadError(path, f"cannot read the image data ({type(err).__name__})") from err
     data = np.asarray(data)
     if data.dtype.fields is not None:

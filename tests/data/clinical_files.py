@@ -197,7 +197,7 @@ def write_sr_dicom(path: Path, phi: Mapping[str, str] | None = None) -> Path:
 
 
 def write_nifti(path: Path, image: np.ndarray) -> Path:
-    """Write ``image`` in numpy ``(H, W)`` (or ``(H, W, Z...)``) order as a NIfTI in MONAI's ``(x, y, ...)``."""
+    """Write a numpy ``(H, W)`` (or ``(H, W, Z...)``) ``image`` as a NIfTI in MONAI's ``(x, y, ...)``."""
     data = np.swapaxes(image, 0, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.ascontiguousarray(data), np.eye(4)), str(path))
