@@ -23,8 +23,12 @@ lists, never a header value as found in the file, and no error message quotes on
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +114,34 @@ _CM_UNITS = 3  # PhysicalUnitsX/YDirection code of centimetres
 _SPACING_TOLERANCE = 0.01  # relative disagreement allowed between PixelSpacing and the region
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_STATE = {"depth": 0, "level": logging.NOTSET}
+
+
+@contextlib.contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log records while reading (thread-safe, nestable).
+
+    pydicom warns and logs about invalid header values quoting them, and its decoders log a traceback
+    before raising; the error we raise instead names the file and the reason.
+    """
+    logger = logging.getLogger("pydicom")
+    with _QUIET_LOCK:
+        if _QUIET_STATE["depth"] == 0:
+            _QUIET_STATE["level"] = logger.level
+            logger.setLevel(logging.CRITICAL + 1)
+        _QUIET_STATE["depth"] += 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET_STATE["depth"] -= 1
+            if _QUIET_STATE["depth"] == 0:
+                logger.setLevel(_QUIET_STATE["level"])
+
+
 class DicomReadError(ValueError):
     """A DICOM file that cannot be used; ``reason`` says why (without any header value)."""
 
@@ -173,8 +205,7 @@ def read_dicom(
     from pydicom.errors import InvalidDicomError
 
     path = Path(path)
-    with warnings.catch_warnings():  # pydicom's warnings may quote header values
-        warnings.simplefilter("ignore")
+    with _quiet_pydicom():
         try:
             ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_EXTENSIONS)
         except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
