@@ -110,7 +110,8 @@ def image_folder_datalist(
             usable.append(path)
     if not usable:
         raise ValueError(
-            f"input_dir {os.fspath(input_dir)!r} holds no usable image (.png, .jpg, .bmp, .tif, .dcm, .nii)"
+            f"input_dir {os.fspath(input_dir)!r} holds no image that can be read "
+            "(.png, .jpg, .bmp, .tif, .dcm, .nii)"
         )
     return [{"image": str(p.resolve())} for p in usable]
 
