@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,17 +92,26 @@ def _bundle(args: list[str], cwd: Path) -> str:
     return output
 
 
+def _contains(blob: bytes, needle: str) -> bool:
+    """``needle`` occurs in ``blob``; an all-digit needle (a date) only when not inside a longer number."""
+    token, start = needle.encode(), blob.find(needle.encode())
+    while start != -1:
+        end = start + len(token)
+        if not needle.isdigit() or not (blob[start - 1 : start].isdigit() or blob[end : end + 1].isdigit()):
+            return True
+        start = blob.find(token, start + 1)
+    return False
+
+
 def _leaks(root: Path, texts: dict[str, str]) -> list[str]:
     """Every place and planted value found: all files under ``root`` (as bytes) and ``texts``."""
-    patterns = [
-        (n, re.compile((rb"(?<!\d)" + n.encode() + rb"(?!\d)") if n.isdigit() else re.escape(n.encode())))
-        for n in PHI_NEEDLES
-    ]
-    blobs = {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    blobs.update({name: text.encode() for name, text in texts.items()})
-    return [
-        f"{where}: {needle}" for where, blob in blobs.items() for needle, pat in patterns if pat.search(blob)
-    ]
+    blobs = {str(p): p.read_bytes for p in root.rglob("*") if p.is_file()}
+    blobs.update({name: text.encode for name, text in texts.items()})
+    found = []
+    for where, read in blobs.items():
+        blob = read()
+        found += [f"{where}: {needle}" for needle in PHI_NEEDLES if _contains(blob, needle)]
+    return found
 
 
 def test_mixed_clinical_folder_end_to_end_without_patient_data(tmp_path, capsys):
