@@ -114,7 +114,8 @@ def _leaks(root: Path, texts: dict[str, str]) -> list[str]:
     return found
 
 
-def test_mixed_clinical_folder_end_to_end_without_patient_data(tmp_path, capsys):
+@pytest.mark.filterwarnings("ignore::monai_sam.data.DataWarning")  # the logged skips of the bad files
+def test_mixed_clinical_folder_end_to_end_without_patient_data(tmp_path, capsys, caplog):
     data, out = tmp_path / "data", tmp_path / "out"
     bad = _mixed_folder(data)
     assert _leaks(data, {}), "the planted values must be findable in the inputs"
@@ -122,7 +123,7 @@ def test_mixed_clinical_folder_end_to_end_without_patient_data(tmp_path, capsys)
 
     # audit: every format read, bad files named with their reason, identifying attributes by name
     assert main(["audit", str(data), "--json", str(out / "audit.json"), "--nifti-slice", "middle"]) == 0
-    console["audit"] = capsys.readouterr().out
+    console["audit"] = "".join(capsys.readouterr())
     audit = json.loads((out / "audit.json").read_text())
     assert audit["formats"] == {"PNG": 3, "JPEG": 3, "DICOM": 13, "NIfTI": 6}
     assert audit["frames"] == {"2": 3, "3": 3}
@@ -141,7 +142,7 @@ def test_mixed_clinical_folder_end_to_end_without_patient_data(tmp_path, capsys)
     # split, then the CNN bundle on the split: train, evaluate, inference
     split_dir = out / "split"
     assert main(["split", str(data), "--out", str(split_dir), "--folds", "0", "--nifti-slice", "middle"]) == 0
-    console["split"] = capsys.readouterr().out
+    console["split"] = "".join(capsys.readouterr())
     split = split_dir / "split.json"
     train_dir = out / "train"
     config = ["--config_file", str(CNN / "train.yaml")]
@@ -197,4 +198,6 @@ def test_mixed_clinical_folder_end_to_end_without_patient_data(tmp_path, capsys)
     console["study"] = "".join(capsys.readouterr())
     assert list((out / "study" / "runs").glob("*.json"))
 
+    console["in-process logs"] = caplog.text
+    assert "compressed.dcm" in caplog.text  # the skips were logged
     assert _leaks(out, console) == []
