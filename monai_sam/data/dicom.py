@@ -40,6 +40,7 @@ __all__ = [
     "DicomFacts",
     "DicomReadError",
     "has_dicom_preamble",
+    "identifying_attributes",
     "read_dicom",
 ]
 
@@ -353,8 +354,8 @@ def _to_picture(path: Path, ds, array: np.ndarray, photometric: str) -> np.ndarr
             "(expected MONOCHROME1/2, RGB or YBR_FULL/YBR_FULL_422)",
         )
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0) if "RescaleSlope" in ds else 1.0
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0) if "RescaleIntercept" in ds else 0.0
+    slope = _number(ds, "RescaleSlope", 1.0)
+    intercept = _number(ds, "RescaleIntercept", 0.0)
     if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
         raise DicomReadError(path, "RescaleSlope/RescaleIntercept are not usable (zero or not finite)")
     if bits == 8 and not signed and slope == 1.0 and intercept == 0.0:
@@ -367,6 +368,12 @@ def _to_picture(path: Path, ds, array: np.ndarray, photometric: str) -> np.ndarr
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
     return scaled.astype(np.float32)
+
+
+def _number(ds, keyword: str, default: float) -> float:
+    """A numeric attribute as float; ``default`` when absent or empty."""
+    value = ds.get(keyword)
+    return default if value is None or value == "" else float(value)
 
 
 def _region_box(path: Path, ds, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

@@ -96,6 +96,8 @@ def test_rescale_slope_intercept_and_stored_range(tmp_path, grey):
     np.testing.assert_allclose(down[0], 1.0 - raw / 4095.0, atol=1e-6)  # a negative slope flips the scale
     mono1 = load_ultrasound_image(str(write_dicom(tmp_path / "m1.dcm", raw, "MONOCHROME1", bits=12)))
     np.testing.assert_allclose(mono1[0], 1.0 - raw / 4095.0, atol=1e-6)
+    flat = write_dicom(tmp_path / "flat.dcm", raw, bits=12, rescale=(0.0, 1.0))
+    assert "RescaleSlope/RescaleIntercept are not usable" in check_image_file(flat)
 
 
 def test_ultrasound_region_crop(tmp_path, grey):
