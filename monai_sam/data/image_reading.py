@@ -159,6 +159,9 @@ def open_image(path: str | Path, options: ReadOptions | Mapping[str, Any] | None
 
 
 def _to_pil(array: np.ndarray) -> Image.Image:
-    if array.dtype == np.uint8:
-        return Image.fromarray(array, "RGB" if array.ndim == 3 else "L")
-    return Image.fromarray(array.astype(np.float32), "F")
+    """uint8 (H, W) -> ``L``, uint8 (H, W, 3) -> ``RGB``, float (H, W) -> ``F`` (PIL infers the mode)."""
+    data = array if array.dtype == np.uint8 else array.astype(np.float32)
+    image = Image.fromarray(np.ascontiguousarray(data))
+    if image.mode not in ("L", "RGB", "F"):
+        raise ValueError(f"unexpected decoded picture {array.shape} {array.dtype}")
+    return image
