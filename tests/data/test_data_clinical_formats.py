@@ -215,12 +215,17 @@ def test_audit_cross_format_duplicates_and_dicom_findings(tmp_path, grey):
     write_dicom(tmp_path / "malignant" / "ct.dcm", other, modality="CT")
     write_dicom(tmp_path / "malignant" / "cine.dcm", np.stack([other[::-1], other]))
     write_dicom(tmp_path / "malignant" / "odd.dcm", other.T.copy(), modality="ZZPHI")
+    third = smooth_image(48, 64, seed=21)
+    colour = np.stack([third, third, np.clip(third.astype(int) + 30, 0, 255).astype(np.uint8)], axis=-1)
+    _png(tmp_path / "normal" / "c.png", colour)
+    write_dicom(tmp_path / "normal" / "c.dcm", colour, "YBR_FULL_422")  # lossy: a near duplicate
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = audit_dataset(tmp_path)
     names = sorted(sorted(Path(p).name for p in group) for group in report.exact_duplicates)
     assert names == [["a.dcm", "a.nii.gz", "a.png"]]
-    assert report.formats == {"PNG": 1, "DICOM": 4, "NIfTI": 1} and report.frames == {"2": 1}
+    assert [sorted(Path(p).name for p in group) for group in report.near_duplicates] == [["c.dcm", "c.png"]]
+    assert report.formats == {"PNG": 2, "DICOM": 5, "NIfTI": 1} and report.frames == {"2": 1}
     assert report.modes["MONOCHROME2 8-bit"] == 4
     (identified,) = report.identifying
     assert Path(identified["image"]).name == "a.dcm"
