@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from bench_optimizer_step import MODELS, build_model
+from bench_optimizer_step import MODELS, base_kwargs, build_model
 from tqdm import tqdm
 
 from monai_sam.optimizers import available_optimizers, create_optimizer
@@ -40,10 +40,12 @@ def rows(base: str) -> list[tuple[str, str, Callable, Callable, int]]:
     """(label, step kind, method builder, base builder, warm-up steps) of every measurement."""
 
     def method(name: str, **kwargs: Any) -> Callable:
-        return lambda params: create_optimizer(name, params, base=base, lr=1e-3, **kwargs)
+        return lambda params: create_optimizer(
+            name, params, base=base, lr=1e-3, **base_kwargs(name, base), **kwargs
+        )
 
-    def plain(params):
-        return create_optimizer(base, params, lr=1e-3)
+    def plain(params, name: str = ""):
+        return create_optimizer(base, params, lr=1e-3, **base_kwargs(name, base))
 
     def sgd(params):
         return torch.optim.SGD(params, lr=1e-3)
@@ -53,7 +55,8 @@ def rows(base: str) -> list[tuple[str, str, Callable, Callable, int]]:
         if name in PLAIN_OPTIMIZERS:
             continue
         # LookSAM's default k=5: warm up 5 steps so the measured step (index 5) is a full SAM step.
-        out.append((name, "full", method(name), plain, 5 if name == "looksam" else 1))
+        reference = (lambda params, name=name: plain(params, name)) if base_kwargs(name, base) else plain
+        out.append((name, "full", method(name), reference, 5 if name == "looksam" else 1))
     for name, kwargs in OFF_STEP_MODES:
         options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         out.append((f"{name} ({options})", "off-step", method(name, **kwargs), plain, 1))

@@ -54,7 +54,14 @@ METHOD_KWARGS = {
     "frobsam": {},
     "detsam": {},
     "looksam": {"k": 1},
+    "msam": {},
 }
+
+
+def base_kwargs(method: str, base: str) -> dict[str, Any]:
+    """Base-optimizer options a method needs, given to its reference too (MSAM over SGD: a momentum)."""
+    return {"momentum": 0.9} if method == "msam" and base == "sgd" else {}
+
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "densenet121": lambda size: DenseNet121(spatial_dims=2, in_channels=1, out_channels=2),
@@ -190,8 +197,9 @@ def time_steps(model_name: str, method: str, base: str, reps: int, batch: int, s
     x = torch.randn(batch, 1, size, size)
     y = torch.randint(0, 2, (batch,))
     model, ref_model = build_model(model_name, size), build_model(model_name, size)
-    opt = create_optimizer(method, model.parameters(), base=base, lr=1e-3, **METHOD_KWARGS[method])
-    ref = create_optimizer(base, ref_model.parameters(), lr=1e-3)
+    extra = base_kwargs(method, base)
+    opt = create_optimizer(method, model.parameters(), base=base, lr=1e-3, **METHOD_KWARGS[method], **extra)
+    ref = create_optimizer(base, ref_model.parameters(), lr=1e-3, **extra)
     passes = opt.num_passes
 
     def closure():
@@ -225,7 +233,9 @@ def time_optimizer_only(model_name: str, method: str, base: str, reps: int, size
     params = [p for p in model.parameters() if p.requires_grad]
     naive_params = [p for p in naive_model.parameters() if p.requires_grad]
     grads = [torch.randn_like(p) for p in params]
-    opt = create_optimizer(method, params, base=base, lr=1e-3, **METHOD_KWARGS[method])
+    opt = create_optimizer(
+        method, params, base=base, lr=1e-3, **METHOD_KWARGS[method], **base_kwargs(method, base)
+    )
     naive = exact = None
     if method in NAIVE:
         naive = NAIVE[method](naive_params, PLAIN_OPTIMIZERS[base](naive_params, lr=1e-3))

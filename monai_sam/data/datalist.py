@@ -129,14 +129,24 @@ def build_datalist(
         classes, pairs, skipped = _read_json(path, class_names)
     else:
         raise ValueError(f"unsupported data source {path}: expected a directory, a .csv or a .json file")
-    classes, pairs = _select_classes(path, classes, pairs, num_classes)
-    items, bad = _validate_files(pairs, min_size, ReadOptions.coerce(reader_options))
+    options = ReadOptions.coerce(reader_options)
+    try:
+        selected, kept = _select_classes(path, classes, pairs, num_classes)
+    except ValueError as err:  # the count is wrong; say too which files could not be used
+        bad = skipped + _validate_files(pairs, min_size, options)[1]
+        if not bad:
+            raise
+        raise ValueError(f"{err}. These files could not be used either: {_listed(bad)}") from None
+    classes, pairs = selected, kept
+    items, bad = _validate_files(pairs, min_size, options)
     skipped += bad
     if skipped:
         _report_skipped(path, skipped, strict)
     if not items:
-        raise ValueError(f"no usable images found in {path}")
-    _check_no_empty_class(path, classes, items)
+        raise ValueError(
+            f"no usable images found in {path}" + (f"; skipped: {_listed(skipped)}" if skipped else "")
+        )
+    _check_no_empty_class(path, classes, items, skipped, dict(pairs))
     items.sort(key=lambda item: item["image"])
     if with_masks:
         for item in items:
@@ -323,8 +333,33 @@ def _report_skipped(source: Path, skipped: list[dict[str, str]], strict: bool) -
     warnings.warn(message, DataWarning, stacklevel=3)
 
 
-def _check_no_empty_class(source: Path, classes: list[str], items: list[dict[str, Any]]) -> None:
+def _listed(skipped: list[dict[str, str]], limit: int = 5) -> str:
+    """``path (reason); ...`` of the first ``limit`` skipped files, with a count of the rest."""
+    shown = "; ".join(f"{s['image']} ({s['reason']})" for s in skipped[:limit])
+    return shown + (f" (and {len(skipped) - limit} more)" if len(skipped) > limit else "")
+
+
+def _check_no_empty_class(
+    source: Path,
+    classes: list[str],
+    items: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+    label_of: dict[str, int],
+) -> None:
+    """Raise when a class has no usable image, naming the skipped files that emptied it."""
     counts = Counter(item["label"] for item in items)
-    empty = [name for i, name in enumerate(classes) if counts.get(i, 0) == 0]
-    if empty:
-        raise ValueError(f"class(es) {empty} have no usable images in {source}")
+    empty = [(i, name) for i, name in enumerate(classes) if counts.get(i, 0) == 0]
+    if not empty:
+        return
+    parts = []
+    for index, name in empty:
+        folder = source / name
+        emptied = [
+            s
+            for s in skipped
+            if label_of.get(s["image"]) == index or (source.is_dir() and folder in Path(s["image"]).parents)
+        ]
+        parts.append(f"'{name}'" + (f": every file of it was skipped: {_listed(emptied)}" if emptied else ""))
+    raise ValueError(
+        f"class(es) {[n for _, n in empty]} have no usable images in {source}: " + "; ".join(parts)
+    )

@@ -12,6 +12,8 @@ from monai_sam.optimizers.factory import available_optimizers, create_optimizer
 from monai_sam.optimizers.frobsam import FrobSAM
 from monai_sam.optimizers.gsam import GSAM
 from monai_sam.optimizers.looksam import LookSAM
+from monai_sam.optimizers.msam import MSAM
+from monai_sam.optimizers.perturbation_set import norm_parameters
 from monai_sam.optimizers.rho_schedule import GSAMRhoScheduler
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
@@ -21,6 +23,7 @@ __all__ = [
     "ASAM",
     "CRSAM",
     "GSAM",
+    "MSAM",
     "SAM",
     "SSAM",
     "WSAM",
@@ -31,4 +34,5 @@ __all__ = [
     "SharpnessAwareOptimizer",
     "available_optimizers",
     "create_optimizer",
+    "norm_parameters",
 ]

@@ -18,6 +18,7 @@ from monai_sam.optimizers.detsam import DetSAM
 from monai_sam.optimizers.frobsam import FrobSAM
 from monai_sam.optimizers.gsam import GSAM
 from monai_sam.optimizers.looksam import LookSAM
+from monai_sam.optimizers.msam import MSAM
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
 from monai_sam.optimizers.wsam import WSAM
@@ -44,7 +45,11 @@ METHODS: dict[str, type[SharpnessAwareOptimizer]] = {
     "frobsam": FrobSAM,
     "detsam": DetSAM,
     "looksam": LookSAM,
+    "msam": MSAM,
 }
+
+#: options every method takes through the base class (SAM-ON: ``perturb="norm", model=net``).
+SHARED_KEYWORDS = frozenset({"perturb", "model"})
 
 
 def _canonical(name: str) -> str:
@@ -67,7 +72,7 @@ def _keyword_names(cls: type) -> set[str]:
 
 def _method_only_names() -> set[str]:
     """Hyperparameters of any registered method (may be ignored when another method is chosen)."""
-    names: set[str] = set()
+    names: set[str] = set(SHARED_KEYWORDS)
     for cls in METHODS.values():
         names |= _keyword_names(cls)
     return names
@@ -88,6 +93,7 @@ def create_optimizer(
     name: str,
     params: Iterable[Tensor] | Iterable[dict[str, Any]],
     base: str | type[Optimizer] = "adam",
+    method_defaults: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Optimizer:
     """Create a sharpness-aware optimizer (or a plain torch one) by name.
@@ -103,7 +109,12 @@ def create_optimizer(
         params: parameters or param-group dicts.
         base: base optimizer of a sharpness-aware method: ``"sgd"``, ``"adam"``, ``"adamw"`` or a class.
             Ignored for plain names.
-        kwargs: method hyperparameters and base-optimizer keyword arguments, e.g. ``lr=1e-4, rho=0.05``.
+        method_defaults: a config's defaults for whichever method it names, e.g. ``{"rho": 0.05}``:
+            each is used when ``kwargs`` does not give that key (or gives None) and the method accepts
+            it, and is silently left out otherwise, so a plain optimizer logs no warning about a
+            default it was never asked to use. A value given in ``kwargs`` is handled as above.
+        kwargs: method hyperparameters and base-optimizer keyword arguments, e.g. ``lr=1e-4, rho=0.05``;
+            every method also takes ``perturb="norm", model=net`` (SAM-ON).
 
     Raises:
         ValueError: unknown name, unknown base, or a keyword argument nobody accepts.
@@ -120,11 +131,16 @@ def create_optimizer(
         base_cls = cls
     elif key in METHODS:
         cls = METHODS[key]
-        method_keys = _keyword_names(cls)
+        method_keys = _keyword_names(cls) | SHARED_KEYWORDS
         base_cls = _resolve_base(base)
     else:
         raise ValueError(f"Unknown optimizer name {name!r}; available: {available_optimizers()}.")
     base_keys = _keyword_names(base_cls)
+    for k, v in (method_defaults or {}).items():
+        if kwargs.get(k) is None:
+            kwargs.pop(k, None)
+            if k in method_keys or k in base_keys:
+                kwargs[k] = v
     method_kwargs, base_kwargs, ignored, unknown = {}, {}, [], []
     foreign = _method_only_names()
     for k, v in kwargs.items():

@@ -96,7 +96,7 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
             params, grads = self._grads()
             self._record_clean_norm(grads)
             self._on_clean(loss)
-            self._backup(params)
+            self._backup(self._perturbed(params))
             self._stash(CLEAN_GRAD, params)
         else:
             self._accumulate(loss)

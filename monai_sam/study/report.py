@@ -21,8 +21,15 @@ from monai_sam.study.analysis import (
 )
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.grid import expand_grid
-from monai_sam.study.plots import plot_curves, plot_differences, plot_metric_summary, plot_sharpness_gap
+from monai_sam.study.plots import (
+    key_metric_name,
+    plot_curves,
+    plot_differences,
+    plot_metric_summary,
+    plot_sharpness_gap,
+)
 from monai_sam.study.runner import load_runs, read_study_config
+from monai_sam.study.statistics import MIN_BOOTSTRAP_SIZE
 
 __all__ = ["write_csv", "write_report"]
 
@@ -68,13 +75,14 @@ def _power_note(comparisons: list[Comparison], alpha: float) -> str:
             "No paired comparison is possible yet "
             "(the baseline and another optimizer must share folds and seeds)."
         )
-    n = min(c.n for c in comparisons)
+    low, high = min(c.n for c in comparisons), max(c.n for c in comparisons)
     m = len(comparisons)
     best = min(c.min_p for c in comparisons)
+    pairs = f"n = {low}" if low == high else f"between n = {low} and n = {high}"
     text = (
-        f"Each comparison has n = {n} paired runs (folds x seeds). The exact two-sided Wilcoxon test cannot "
-        f"return p below 2/2^n = {best:.4f}, and Holm over the {m} comparisons of one metric needs "
-        f"p < {alpha}/{m} = {alpha / m:.4f} for the strongest one. "
+        f"Each comparison has {pairs} paired runs (folds x seeds). With the most pairs, the exact two-sided "
+        f"Wilcoxon test cannot return p below 2/2^n = {best:.4f}, and Holm over the {m} comparisons of one "
+        f"metric needs p < {alpha}/{m} = {alpha / m:.4f} for the strongest one. "
     )
     if best * m >= alpha:
         text += (
@@ -133,8 +141,12 @@ def _metric_tables(summary: list[dict[str, Any]]) -> str:
         [s["network"], s["optimizer"], str(s["n"])] + [_ci(s, m) for m in PERFORMANCE_METRICS]
         for s in summary
     ]
-    text = "### Test-fold metrics (mean [95% t-interval])\n\n" + _table(
-        ["network", "optimizer", "n", *perf], rows
+    text = (
+        "### Test-fold metrics (mean [95% percentile bootstrap interval over runs])\n\n"
+        "The metrics are bounded to [0, 1], and so are their intervals: a percentile bootstrap of the mean "
+        f"over the runs (10,000 resamples, seed 0), given from {MIN_BOOTSTRAP_SIZE} runs on (a mean alone "
+        "below that). With few runs it cannot exceed the observed range and is narrower than the true "
+        "uncertainty.\n\n" + _table(["network", "optimizer", "n", *perf], rows)
     )
     sharp = sorted(
         {
@@ -150,8 +162,11 @@ def _metric_tables(summary: list[dict[str, Any]]) -> str:
         for s in summary
     ]
     names = [c.removeprefix("sharpness_") for c in cols]
-    text += "\n\n### Generalization gap, sharpness at the end of training, and cost\n\n" + _table(
-        ["network", "optimizer", *names], rows
+    text += (
+        "\n\n### Generalization gap, sharpness at the end of training, and cost\n\n"
+        "Intervals: percentile bootstrap over runs for the bounded columns (`gap_accuracy`, "
+        "`train_wall_s`, `passes`), Student t for the unbounded ones (`gap_loss`, sharpness).\n\n"
+        + _table(["network", "optimizer", *names], rows)
     )
     return text
 
@@ -168,7 +183,7 @@ def _comparison_table(comparisons: list[Comparison], metric: str) -> str:
                 c.network,
                 c.optimizer,
                 str(c.n),
-                f"{c.mean_diff:+.3f} [{_fmt(c.boot_low)}, {_fmt(c.boot_high)}]",
+                _difference(c),
                 f"{_fmt(c.wilcoxon_p)} ({c.method})",
                 _fmt(c.p_holm),
                 verdict,
@@ -184,6 +199,13 @@ def _comparison_table(comparisons: list[Comparison], metric: str) -> str:
         "verdict",
     ]
     return _table(header, rows)
+
+
+def _difference(c: Comparison) -> str:
+    """``+0.012 [low, high]``, or the mean with the reason there is no bootstrap interval."""
+    if math.isnan(c.boot_low) or math.isnan(c.boot_high):
+        return f"{c.mean_diff:+.3f} (no CI: {c.n} pairs, the bootstrap needs at least {MIN_BOOTSTRAP_SIZE})"
+    return f"{c.mean_diff:+.3f} [{_fmt(c.boot_low)}, {_fmt(c.boot_high)}]"
 
 
 def _verdict_grid(comparisons: list[Comparison]) -> str:
@@ -275,7 +297,8 @@ def write_report(
         "test accuracy) and the test cross-entropy, smaller is better: `improves` means a smaller value than "
         "the baseline.\n\n" + _verdict_grid(comparisons),
         "## Training curves\n\n"
-        "Mean over folds and seeds of the training loss and the validation key metric.\n\n"
+        "Mean over folds and seeds of the training loss and the validation key metric "
+        f"({_key_metrics(records)}).\n\n"
         f"![curves]({link['curves']})",
         "## Sharpness against generalization gap\n\n"
         "Gap = test loss minus training loss, both in eval mode with the evaluation transforms. "
@@ -295,13 +318,19 @@ def write_report(
             ],
         )
         + f"\n\n![sharpness vs gap]({link['sharpness']})",
-        "Files: `runs.csv` (one row per run), `summary.csv` (means and t-intervals), "
+        "Files: `runs.csv` (one row per run), `summary.csv` (means and intervals), "
         "`comparisons.csv` (every metric), "
         "`runs/*.json` (full records with per-epoch curves).",
     ]
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path
+
+
+def _key_metrics(records: list[dict[str, Any]]) -> str:
+    """The validation key metrics of the runs' curves, by name (``val_auc``), for the curves' caption."""
+    names = sorted({n for r in records if (n := key_metric_name(r.get("curves") or {}))})
+    return ", ".join(f"`{n}`" for n in names) if names else "its name was not recorded"
 
 
 def _relative(path: Path, start: Path) -> str:

@@ -5,8 +5,9 @@
   distribution when there are no ties or zero differences, the normal approximation otherwise, as
   scipy decides), plus the smallest p-value the exact test can reach with that many pairs, so a
   report can say when a comparison could never have been significant.
-* :func:`paired_bootstrap_ci`: percentile bootstrap CI of the mean paired difference, deterministic
-  for a given seed.
+* :func:`bootstrap_mean_ci`: percentile bootstrap CI of a mean, deterministic for a given seed; it
+  never leaves the range of the values, so a bounded metric's interval stays within its bounds.
+* :func:`paired_bootstrap_ci`: the same for the mean paired difference.
 * :func:`holm`: Holm-Bonferroni step-down adjustment across a family of comparisons.
 """
 
@@ -18,7 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["WilcoxonResult", "holm", "min_wilcoxon_p", "paired_bootstrap_ci", "t_interval", "wilcoxon_paired"]
+__all__ = [
+    "WilcoxonResult",
+    "bootstrap_mean_ci",
+    "holm",
+    "min_wilcoxon_p",
+    "paired_bootstrap_ci",
+    "t_interval",
+    "wilcoxon_paired",
+]
+
+#: Fewest values a bootstrap interval is computed from: resampling one or two numbers says nothing.
+MIN_BOOTSTRAP_SIZE = 3
 
 
 _NAN = float("nan")
@@ -109,14 +121,28 @@ def paired_bootstrap_ci(
     narrow (it cannot exceed the range of the differences); read it alongside the Wilcoxon test.
     """
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    diff = diff[~np.isnan(diff)]
-    small = _mean_without_interval(diff, 3)
+    return bootstrap_mean_ci(diff, confidence, n_resamples, seed)
+
+
+def bootstrap_mean_ci(
+    values, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and its percentile bootstrap CI ``(mean, low, high)`` (NaNs dropped).
+
+    Deterministic for a given ``seed``. The interval lies within ``[min(values), max(values)]``, so
+    for a metric bounded to ``[0, 1]`` (accuracy, sensitivity, AUC) it stays in ``[0, 1]``, unlike a
+    Student-t interval. With fewer than :data:`MIN_BOOTSTRAP_SIZE` values it is ``(nan, nan)``; with
+    few values it is narrower than the true uncertainty (it cannot exceed the observed range).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    small = _mean_without_interval(arr, MIN_BOOTSTRAP_SIZE)
     if small is not None:
         return small
-    mean = float(diff.mean())
+    mean = float(arr.mean())
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n_resamples, diff.size))
-    means = diff[idx].mean(axis=1)
+    idx = rng.integers(0, arr.size, size=(n_resamples, arr.size))
+    means = arr[idx].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return mean, float(low), float(high)

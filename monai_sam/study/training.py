@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_sam.bundle.logs import remove_file_logs
+from monai_sam.bundle.logs import remove_file_logs, suppressed_message
 from monai_sam.metrics import classification_metrics
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.data import StudyData, prepare_study_data
@@ -205,12 +205,14 @@ class BundleRunFunction:
         shutil.rmtree(work_dir, ignore_errors=True)  # a half-finished earlier attempt
         work_dir.mkdir(parents=True)
         config_file = bundle_config_file(spec.network.bundle, self.config.bundles_dir)
-        workflow = ConfigWorkflow(
-            config_file=str(config_file),
-            workflow_type="train",
-            logging_file=False,
-            **self.overrides(spec, work_dir),
-        )
+        # logging_file=False keeps the study's logging as it is; MONAI warns about that on every run
+        with suppressed_message("monai.bundle.workflows", "Logging file is set to False"):
+            workflow = ConfigWorkflow(
+                config_file=str(config_file),
+                workflow_type="train",
+                logging_file=False,
+                **self.overrides(spec, work_dir),
+            )
         workflow.initialize()
         parser = workflow.parser
         recorder = TrainingRecorder().attach(

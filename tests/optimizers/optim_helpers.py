@@ -12,7 +12,15 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from monai_sam.optimizers import ASAM, CRSAM, GSAM, SAM, SSAM, WSAM, DetSAM, FrobSAM, LookSAM
+from monai_sam.optimizers import ASAM, CRSAM, GSAM, MSAM, SAM, SSAM, WSAM, DetSAM, FrobSAM, LookSAM
+
+
+def msam(params, base_optimizer=torch.optim.SGD, **kwargs) -> MSAM:
+    """MSAM for the shared tables: an SGD base gets momentum 0.9 unless given (MSAM needs a momentum)."""
+    if base_optimizer is torch.optim.SGD:
+        kwargs.setdefault("momentum", 0.9)
+    return MSAM(params, base_optimizer, **kwargs)
+
 
 #: every method with hyperparameters that make it the base optimizer exactly (rho = 0, neutral extras)
 NEUTRAL = {
@@ -26,6 +34,7 @@ NEUTRAL = {
     "frobsam": (FrobSAM, {"rho": 0.0, "lam": 0.0}),
     "detsam": (DetSAM, {"rho": 0.0, "lam": 0.0}),
     "looksam": (LookSAM, {"rho": 0.0, "alpha": 0.0, "k": 2}),
+    "msam": (msam, {"rho": 0.0}),
 }
 
 #: every method with active (non-neutral) hyperparameters
@@ -40,6 +49,7 @@ ACTIVE = {
     "frobsam": (FrobSAM, {"rho": 0.05, "lam": 0.05}),
     "detsam": (DetSAM, {"rho": 0.1, "lam": 0.01}),
     "looksam": (LookSAM, {"rho": 0.1, "alpha": 0.7, "k": 2}),
+    "msam": (msam, {"rho": 0.3}),
 }
 
 
