@@ -10,6 +10,7 @@ A study YAML looks like this (every key but ``optimizers`` and ``networks`` has 
       folds: 5              # leakage-free stratified k-fold (duplicates kept in one fold)
       split_seed: 0
       phantom: {num_per_class: 30, image_size: 64}   # only for source: phantom
+      reader_options: {frame: 0, nifti_slice: null, crop_region: true}   # DICOM/NIfTI (docs/data.md)
     networks: [resnet18, vit_small]          # or {name: resnet18, bundle: breast_us_cnn}
     optimizers:
       - adam
@@ -69,6 +70,7 @@ PRESETS: tuple[str, ...] = ("quick", "busi-cpu", "paper")
 _TOP_KEYS = {"name", "data", "networks", "optimizers", "folds", "seeds", "train", "evaluation", "sharpness"}
 _TOP_KEYS |= {"analysis", "bundles_dir", "continue_on_error"}
 _DATA_KEYS = {"source", "dataset_dir", "num_classes", "folds", "split_seed", "phantom", "val_fraction"}
+_DATA_KEYS |= {"reader_options"}  # optional (no default): DICOM frame, NIfTI slice, region crop
 _TRAIN_KEYS = {
     "max_epochs",
     "batch_size",
@@ -191,6 +193,13 @@ class StudyConfig:
         data = _section(raw, "data", _DATA_KEYS, source, _DATA_DEFAULTS)
         if data["source"] not in _SOURCES:
             raise ValueError(f"{source}: data.source must be one of {_SOURCES}, got {data['source']!r}")
+        if data.get("reader_options") is not None:
+            from monai_sam.data.image_reading import ReadOptions
+
+            try:
+                ReadOptions.coerce(data["reader_options"])
+            except ValueError as err:
+                raise ValueError(f"{source}: data.reader_options: {err}") from err
         if data["source"] == "folder" and not data.get("dataset_dir"):
             raise ValueError(f"{source}: data.source 'folder' needs data.dataset_dir")
         if int(data["num_classes"]) not in (2, 3):

@@ -87,6 +87,7 @@ def prepare_study_data(config: StudyConfig, output_dir: str | Path) -> StudyData
             val_fraction=float(data["val_fraction"]),
             num_classes=int(data["num_classes"]),
             out_dir=split_dir,
+            reader_options=data.get("reader_options"),
         )
     classes = json.loads(files[0].read_text())["classes"]
     return StudyData(dataset_dir=dataset_dir, split_files=files, class_names=list(classes))

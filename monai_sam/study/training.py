@@ -184,6 +184,8 @@ class BundleRunFunction:
             "seed": int(spec.seed),
             "progress": False,  # one study-level progress bar instead of one per run
         }
+        if self.config.data.get("reader_options") is not None:
+            knobs["reader_options"] = dict(self.config.data["reader_options"])
         if spec.optimizer.rho is not None:
             knobs["rho"] = float(spec.optimizer.rho)
         pretrained = (train.get("pretrained") or {}).get(spec.network.name)
