@@ -48,6 +48,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (1 on a shared machine: oversubscription is very slow)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="grid runs at once, each in its own process with --threads threads (default 1) or one GPU each",
+    )
     parser.set_defaults(func=run_study_command)
 
 
@@ -118,7 +124,19 @@ def run_study_command(args: argparse.Namespace) -> int:
 
         run_fn = BundleRunFunction(config, args.output, keep_work=True)
     try:
-        run_study(config, args.output, run_fn=run_fn, progress=not args.no_progress)
+        if args.workers > 1:
+            from monai_sam.study.runner import run_study_parallel
+
+            run_study_parallel(
+                config,
+                args.output,
+                args.workers,
+                threads=args.threads or 1,
+                keep_work=args.keep_work,
+                progress=not args.no_progress,
+            )
+        else:
+            run_study(config, args.output, run_fn=run_fn, progress=not args.no_progress)
     except RuntimeError as err:  # a run failed: its traceback is in failed/<run_id>.json
         print(f"monai-sam study: error: {err} (traceback in {args.output}/failed/)", file=sys.stderr)
         write_report(args.output, config)  # the finished runs are still reported
