@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     group.add_argument("--lr", type=float)
     group.add_argument("--folds", type=int, nargs="+", help="fold indices to run")
     group.add_argument("--seeds", type=int, nargs="+")
+    group.add_argument("--repeats", type=int, help="repeats of the k-fold split (data.repeats)")
     group.add_argument("--networks", nargs="+", help="network names (replaces the list)")
     group.add_argument("--optimizers", nargs="+", help="keep only these optimizer labels")
     group.add_argument("--no-sharpness", action="store_true", help="skip the sharpness measures")
@@ -62,6 +63,8 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     raw = dict(raw)
     data = dict(raw.get("data") or {})
     train = dict(raw.get("train") or {})
+    if getattr(args, "repeats", None) is not None:
+        data["repeats"] = args.repeats
     if args.dataset_dir:
         data["dataset_dir"] = args.dataset_dir
         if data.get("source", "phantom") == "phantom":

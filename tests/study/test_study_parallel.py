@@ -114,3 +114,11 @@ def test_two_invocations_and_a_killed_worker(tmp_path):
     assert killed_pid in {pid for _, pid, _ in log} and single.returncode == 0
     assert json.loads((out / "runs" / f"{killed_run}.json").read_text())["status"] == "ok"
     assert not list((out / "claims").glob("resnet18__*"))  # finished runs leave no claims
+
+
+def test_simultaneous_claims_only_one_wins(tmp_path, monkeypatch):
+    # two processes that both saw no claim race to create the same file: O_EXCL lets one win
+    claims = RunClaims(tmp_path)
+    monkeypatch.setattr(RunClaims, "owner", lambda self, run_id: None)
+    assert claims.claim("r", done=lambda: False) is not None
+    assert claims.claim("r", done=lambda: False) is None
