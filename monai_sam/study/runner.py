@@ -186,6 +186,7 @@ def run_study(
             continue
         record = {**spec.describe(), "fingerprint": fingerprint, "status": "ok", **result}
         record["wall_s"] = time.perf_counter() - start
+        record["worker"] = {"host": claims.host, "pid": os.getpid()}  # who trained it (see claims.log)
         _write_record(record_path, record)
         (out / "failed" / f"{spec.run_id}.json").unlink(missing_ok=True)
         claim.release()
