@@ -196,6 +196,12 @@ def pooled_test_predictions(
     Over the given (repeat, fold, seed) runs, every image's class probabilities are averaged (each
     repeat and seed predicts every image once, on the fold where it is a test image).
 
+    Args:
+        records: raw run records (with ``test_predictions``).
+        network: the network.
+        optimizer: the optimizer label.
+        keys: the (repeat, fold, seed) runs to pool (those shared with the other side of a comparison).
+
     Returns:
         image id -> (label, mean probabilities); empty when the records hold no predictions.
     """
