@@ -115,10 +115,13 @@ def test_cli_overrides():
             "--dataset-dir",
             "/data",
             "--no-sharpness",
+            "--repeats",
+            "3",
         ]
     )
     config = StudyConfig.from_dict(apply_overrides(preset_dict("busi-cpu"), args))
     assert config.train["max_epochs"] == 2 and config.folds == [0, 1]
+    assert config.data["repeats"] == 3 and config.split_seeds == [0, 1, 2]
     assert [o.label for o in config.optimizers] == ["adam", "sam"]
     assert [n.name for n in config.networks] == ["resnet18"]
     assert config.data["dataset_dir"] == "/data" and config.sharpness["enabled"] is False
