@@ -80,9 +80,9 @@ def _power_note(comparisons: list[Comparison], alpha: float) -> str:
     best = min(c.min_p for c in comparisons)
     pairs = f"n = {low}" if low == high else f"between n = {low} and n = {high}"
     text = (
-        f"Each comparison has {pairs} paired runs (repeats x folds x seeds). With the most pairs, the exact two-sided "
-        f"Wilcoxon test cannot return p below 2/2^n = {best:.4f}, and Holm over the {m} comparisons of one "
-        f"metric needs p < {alpha}/{m} = {alpha / m:.4f} for the strongest one. "
+        f"Each comparison has {pairs} paired runs (repeats x folds x seeds). With the most pairs, the "
+        f"exact two-sided Wilcoxon test cannot return p below 2/2^n = {best:.4f}, and Holm over the {m} "
+        f"comparisons of one metric needs p < {alpha}/{m} = {alpha / m:.4f} for the strongest one. "
     )
     if best * m >= alpha:
         text += (
