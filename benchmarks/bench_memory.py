@@ -26,13 +26,15 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from bench_optimizer_step import MODELS, build_model
+from bench_optimizer_step import MODELS, base_kwargs, build_model
 from tqdm import tqdm
 
 from monai_sam.optimizers import available_optimizers, create_optimizer
-from monai_sam.optimizers.factory import PLAIN_OPTIMIZERS
+from monai_sam.optimizers.factory import METHODS, PLAIN_OPTIMIZERS
 from monai_sam.profiling import CalibrationSGD, StepSetup, measure_memory_overhead
 
+#: arguments a method cannot run without
+REQUIRED: dict[str, dict[str, Any]] = {"bsam": {"num_data": 1000}}
 OFF_STEP_MODES: list[tuple[str, dict[str, Any]]] = [("sam", {"interval": 5}), ("looksam", {"k": 5})]
 
 
@@ -40,10 +42,14 @@ def rows(base: str) -> list[tuple[str, str, Callable, Callable, int]]:
     """(label, step kind, method builder, base builder, warm-up steps) of every measurement."""
 
     def method(name: str, **kwargs: Any) -> Callable:
-        return lambda params: create_optimizer(name, params, base=base, lr=1e-3, **kwargs)
+        if getattr(METHODS[name], "own_update", False):  # bSAM: its own update, no base optimizer
+            return lambda params: create_optimizer(name, params, lr=1e-3, **REQUIRED.get(name, {}), **kwargs)
+        return lambda params: create_optimizer(
+            name, params, base=base, lr=1e-3, **base_kwargs(name, base), **kwargs
+        )
 
-    def plain(params):
-        return create_optimizer(base, params, lr=1e-3)
+    def plain(params, name: str = ""):
+        return create_optimizer(base, params, lr=1e-3, **base_kwargs(name, base))
 
     def sgd(params):
         return torch.optim.SGD(params, lr=1e-3)
@@ -53,7 +59,8 @@ def rows(base: str) -> list[tuple[str, str, Callable, Callable, int]]:
         if name in PLAIN_OPTIMIZERS:
             continue
         # LookSAM's default k=5: warm up 5 steps so the measured step (index 5) is a full SAM step.
-        out.append((name, "full", method(name), plain, 5 if name == "looksam" else 1))
+        reference = (lambda params, name=name: plain(params, name)) if base_kwargs(name, base) else plain
+        out.append((name, "full", method(name), reference, 5 if name == "looksam" else 1))
     for name, kwargs in OFF_STEP_MODES:
         options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         out.append((f"{name} ({options})", "off-step", method(name, **kwargs), plain, 1))

@@ -42,7 +42,7 @@ from torch.optim import Optimizer
 
 from monai_sam.networks import build_network
 from monai_sam.optimizers import create_optimizer
-from monai_sam.optimizers.factory import PLAIN_OPTIMIZERS
+from monai_sam.optimizers.factory import METHODS, PLAIN_OPTIMIZERS
 
 METHOD_KWARGS = {
     "sam": {},
@@ -54,7 +54,33 @@ METHOD_KWARGS = {
     "frobsam": {},
     "detsam": {},
     "looksam": {"k": 1},
+    "msam": {},
+    "gcsam": {},
+    "fsam": {},
+    "bsam": {"num_data": 1000},
 }
+
+
+def base_kwargs(method: str, base: str) -> dict[str, Any]:
+    """Base-optimizer options a method needs, given to its reference too (MSAM over SGD: a momentum)."""
+    return {"momentum": 0.9} if method == "msam" and base == "sgd" else {}
+
+
+def build_method(method: str, params: Iterable[Tensor], base: str) -> Optimizer:
+    """The method over ``base``; bSAM has its own update and takes no base (its reference is that update)."""
+    if getattr(METHODS[method], "own_update", False):
+        return create_optimizer(method, params, lr=1e-3, **METHOD_KWARGS[method])
+    return create_optimizer(
+        method, params, base=base, lr=1e-3, **METHOD_KWARGS[method], **base_kwargs(method, base)
+    )
+
+
+def build_reference(opt: Optimizer, params: Iterable[Tensor], base: str) -> Optimizer:
+    """The plain optimizer a step is compared with: ``base``, or a method's own update (bSAM)."""
+    if getattr(opt, "own_update", False):
+        return type(opt.base_optimizer)(params, lr=1e-3)
+    return create_optimizer(base, params, lr=1e-3, **base_kwargs(type(opt).__name__.lower(), base))
+
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "densenet121": lambda size: DenseNet121(spatial_dims=2, in_channels=1, out_channels=2),
@@ -190,8 +216,8 @@ def time_steps(model_name: str, method: str, base: str, reps: int, batch: int, s
     x = torch.randn(batch, 1, size, size)
     y = torch.randint(0, 2, (batch,))
     model, ref_model = build_model(model_name, size), build_model(model_name, size)
-    opt = create_optimizer(method, model.parameters(), base=base, lr=1e-3, **METHOD_KWARGS[method])
-    ref = create_optimizer(base, ref_model.parameters(), lr=1e-3)
+    opt = build_method(method, model.parameters(), base)
+    ref = build_reference(opt, ref_model.parameters(), base)
     passes = opt.num_passes
 
     def closure():
@@ -225,7 +251,7 @@ def time_optimizer_only(model_name: str, method: str, base: str, reps: int, size
     params = [p for p in model.parameters() if p.requires_grad]
     naive_params = [p for p in naive_model.parameters() if p.requires_grad]
     grads = [torch.randn_like(p) for p in params]
-    opt = create_optimizer(method, params, base=base, lr=1e-3, **METHOD_KWARGS[method])
+    opt = build_method(method, params, base)
     naive = exact = None
     if method in NAIVE:
         naive = NAIVE[method](naive_params, PLAIN_OPTIMIZERS[base](naive_params, lr=1e-3))

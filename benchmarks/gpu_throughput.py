@@ -141,7 +141,8 @@ def measure(method: str, network: torch.nn.Module, batches: list[dict], args, de
     if args.channels_last:
         trainer_kwargs["prepare_batch"] = channels_last_batch
     torch.manual_seed(0)
-    iteration_kwargs = {"check_finite": args.check_finite}
+    # MONAI's ViT returns (logits, hidden_states): the loss takes the logits (a tensor output is unchanged)
+    iteration_kwargs = {"check_finite": args.check_finite, "output_index": 0}
     trainer = build_trainer(
         MODES[method], network, itertools.cycle(batches), device, iteration_kwargs, **trainer_kwargs
     )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monai_sam.data.image_files import is_ignored_file, is_image_file, is_mask_file
+from monai_sam.data.image_files import check_image_file, is_ignored_file, is_image_file, is_mask_file
+from monai_sam.data.image_reading import ReadOptions
 from monai_sam.data.resolve import resolve_datalist
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["bundle_datalist", "default_class_names", "image_folder_datalist", "select_split"]
 
@@ -22,6 +27,7 @@ def bundle_datalist(
     num_classes: int = 3,
     seed: int = 0,
     phantom: dict | None = None,
+    reader_options: ReadOptions | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The split of a bundle run, from its ``dataset_dir``/``datalist`` knobs.
 
@@ -36,6 +42,8 @@ def bundle_datalist(
         num_classes: 3 or 2 (benign versus malignant).
         seed: split and phantom seed.
         phantom: phantom options (``num_per_class``, ``image_size``, ``difficulty``).
+        reader_options: the ``reader_options`` knob: DICOM ``frame``, NIfTI ``nifti_slice`` and
+            ``crop_region`` (:class:`~monai_sam.data.image_reading.ReadOptions`).
 
     Raises:
         FileNotFoundError, NotADirectoryError, ValueError: from the data layer, naming the knob's value;
@@ -51,7 +59,13 @@ def bundle_datalist(
             "or '' to generate the synthetic phantom)"
         )
     split = resolve_datalist(
-        dataset_dir or None, datalist or None, output_dir, num_classes, seed, dict(phantom or {})
+        dataset_dir or None,
+        datalist or None,
+        output_dir,
+        num_classes,
+        seed,
+        dict(phantom or {}),
+        reader_options=ReadOptions.coerce(reader_options),
     )
     for key in ("training", "validation"):
         if not split.get(key):
@@ -61,12 +75,22 @@ def bundle_datalist(
     return split
 
 
-def image_folder_datalist(input_dir: str | os.PathLike) -> list[dict[str, str]]:
+def image_folder_datalist(
+    input_dir: str | os.PathLike, reader_options: ReadOptions | Mapping[str, Any] | None = None
+) -> list[dict[str, str]]:
     """``[{"image": path}, ...]`` for every image under ``input_dir`` (recursive, sorted, masks skipped).
+
+    PNG, JPEG, BMP, TIFF, DICOM (``.dcm`` or extension-less with the DICOM preamble) and NIfTI files are
+    listed. Every file is checked first (DICOM and NIfTI decoded with ``reader_options``); an unusable
+    one is skipped with a logged warning naming it and the reason, never an error in the DataLoader.
+
+    Args:
+        input_dir: the folder of images.
+        reader_options: DICOM ``frame``, NIfTI ``nifti_slice`` and ``crop_region``.
 
     Raises:
         FileNotFoundError: ``input_dir`` is not a directory.
-        ValueError: it holds no image file.
+        ValueError: it holds no usable image file; a 3-D NIfTI volume without ``nifti_slice``.
     """
     root = Path(input_dir).expanduser()
     if not root.is_dir():
@@ -76,9 +100,20 @@ def image_folder_datalist(input_dir: str | os.PathLike) -> list[dict[str, str]]:
         for p in root.rglob("*")
         if p.is_file() and is_image_file(p) and not is_mask_file(p) and not is_ignored_file(p)
     )
-    if not files:
-        raise ValueError(f"input_dir {os.fspath(input_dir)!r} holds no image (.png, .jpg, .bmp, .tif)")
-    return [{"image": str(p.resolve())} for p in files]
+    options = ReadOptions.coerce(reader_options)
+    usable = []
+    for path in files:
+        problem = check_image_file(path, min_size=1, reader_options=options)
+        if problem:
+            logger.warning("skipped %s: %s", path, problem)
+        else:
+            usable.append(path)
+    if not usable:
+        raise ValueError(
+            f"input_dir {os.fspath(input_dir)!r} holds no image that can be read "
+            "(.png, .jpg, .bmp, .tif, .dcm, .nii)"
+        )
+    return [{"image": str(p.resolve())} for p in usable]
 
 
 def default_class_names(num_classes: int) -> list[str]:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
-__all__ = ["EpochProgressBar", "add_file_log", "remove_file_logs", "training_scalars"]
+from monai_sam.handlers.sharpness_stats import explain_negative_sharpness
+
+__all__ = ["EpochProgressBar", "add_file_log", "remove_file_logs", "suppressed_message", "training_scalars"]
 
 _FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
@@ -29,6 +32,38 @@ class _OncePerRecord(logging.Filter):
             return False
         self._last = record
         return True
+
+
+class _DropMessage(logging.Filter):
+    """Drop records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def suppressed_message(logger: str, prefix: str) -> Iterator[None]:
+    """Inside the block, drop the records of ``logger`` whose message starts with ``prefix``.
+
+    For a library notice that says nothing to our users, e.g. MONAI's ``ConfigWorkflow`` warning
+    "Logging file is set to False, skipping logging." for every workflow a study builds on purpose
+    without a logging file. Every other record of that logger passes.
+
+    Args:
+        logger: the logger's name (``"monai.bundle.workflows"``).
+        prefix: the start of the message to drop.
+    """
+    target = logging.getLogger(logger)
+    drop = _DropMessage(prefix)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
 
 
 def add_file_log(
@@ -91,7 +126,9 @@ def training_scalars(
     """``output_transform`` for StatsHandler/TensorBoardStatsHandler: the finite losses of an iteration.
 
     Reads the first item of MONAI's decollated output (a list of dicts) or a dict; keys that are absent
-    or not finite (``sharpness`` of a plain optimizer is NaN) are left out.
+    or not finite (``sharpness`` of a plain optimizer is NaN) are left out. The first negative
+    ``sharpness`` of the process also logs why it can be negative
+    (:func:`~monai_sam.handlers.explain_negative_sharpness`).
     """
     item = output[0] if isinstance(output, (list, tuple)) else output
     scalars = {}
@@ -102,6 +139,7 @@ def training_scalars(
         value = float(value)
         if math.isfinite(value):
             scalars[key] = value
+    explain_negative_sharpness(scalars.get("sharpness", math.nan))  # once, next to the first such line
     return scalars
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from monai_sam.data.audit import audit_dataset
 from monai_sam.data.datalist import build_datalist
 from monai_sam.data.image_hashing import DEFAULT_HASH_THRESHOLD
+from monai_sam.data.image_reading import ReadOptions
 from monai_sam.data.phantom import PHANTOM_CLASSES, make_phantom_dataset
 from monai_sam.data.splits import make_splits
 
@@ -63,12 +64,43 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help=f"near-duplicate pHash distance in bits out of 64 (default {DEFAULT_HASH_THRESHOLD})",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the machine-readable result to PATH")
+    parser.add_argument(
+        "--frame",
+        type=_index_or_middle,
+        default=0,
+        help="frame of multi-frame DICOM files: an index from 0 or 'middle' (default 0, the first)",
+    )
+    parser.add_argument(
+        "--nifti-slice",
+        type=_index_or_middle,
+        default=None,
+        help="slice of 3-D NIfTI volumes along their last axis: an index from 0 or 'middle' "
+        "(default: none, volumes are an error)",
+    )
+    parser.add_argument(
+        "--no-crop-region",
+        action="store_true",
+        help="read whole DICOM images instead of cropping them to their ultrasound region",
+    )
+
+
+def _index_or_middle(text: str) -> int | str:
+    if text == "middle":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an index >= 0 or 'middle', got {text!r}")
+    return int(text)
+
+
+def _reader_options(args: argparse.Namespace) -> ReadOptions:
+    return ReadOptions(frame=args.frame, nifti_slice=args.nifti_slice, crop_region=not args.no_crop_region)
 
 
 def run_audit(args: argparse.Namespace) -> int:
     """Print the audit report; with ``--strict`` return 1 on unreadable files or label conflicts."""
-    data = build_datalist(args.source, num_classes=args.num_classes, min_size=1)
-    report = audit_dataset(data, hash_threshold=args.threshold, progress=True)
+    options = _reader_options(args)
+    data = build_datalist(args.source, num_classes=args.num_classes, min_size=1, reader_options=options)
+    report = audit_dataset(data, hash_threshold=args.threshold, progress=True, reader_options=options)
     print(report.format_text(max_listed=args.max_listed))
     if args.json:
         report.save(args.json)
@@ -88,6 +120,7 @@ def run_split(args: argparse.Namespace) -> int:
         hash_threshold=args.threshold,
         exclude_conflicts=not args.keep_conflicts,
         out_dir=args.out,
+        reader_options=_reader_options(args),
     )
     meta = splits[0]["metadata"]
     print(f"{len(splits)} split(s) of {meta['source']} (seed {args.seed}, {meta['num_groups']} groups)")

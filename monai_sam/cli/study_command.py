@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     group.add_argument("--lr", type=float)
     group.add_argument("--folds", type=int, nargs="+", help="fold indices to run")
     group.add_argument("--seeds", type=int, nargs="+")
+    group.add_argument("--repeats", type=int, help="repeats of the k-fold split (data.repeats)")
     group.add_argument("--networks", nargs="+", help="network names (replaces the list)")
     group.add_argument("--optimizers", nargs="+", help="keep only these optimizer labels")
     group.add_argument("--no-sharpness", action="store_true", help="skip the sharpness measures")
@@ -48,6 +49,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (1 on a shared machine: oversubscription is very slow)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="grid runs at once, each in its own process with --threads threads (default 1) or one GPU each",
+    )
     parser.set_defaults(func=run_study_command)
 
 
@@ -56,6 +63,8 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     raw = dict(raw)
     data = dict(raw.get("data") or {})
     train = dict(raw.get("train") or {})
+    if getattr(args, "repeats", None) is not None:
+        data["repeats"] = args.repeats
     if args.dataset_dir:
         data["dataset_dir"] = args.dataset_dir
         if data.get("source", "phantom") == "phantom":
@@ -118,7 +127,19 @@ def run_study_command(args: argparse.Namespace) -> int:
 
         run_fn = BundleRunFunction(config, args.output, keep_work=True)
     try:
-        run_study(config, args.output, run_fn=run_fn, progress=not args.no_progress)
+        if args.workers > 1:
+            from monai_sam.study.runner import run_study_parallel
+
+            run_study_parallel(
+                config,
+                args.output,
+                args.workers,
+                threads=args.threads or 1,
+                keep_work=args.keep_work,
+                progress=not args.no_progress,
+            )
+        else:
+            run_study(config, args.output, run_fn=run_fn, progress=not args.no_progress)
     except RuntimeError as err:  # a run failed: its traceback is in failed/<run_id>.json
         print(f"monai-sam study: error: {err} (traceback in {args.output}/failed/)", file=sys.stderr)
         write_report(args.output, config)  # the finished runs are still reported

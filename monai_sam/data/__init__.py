@@ -1,5 +1,7 @@
 """Breast-ultrasound data: datalists, audit, leakage-free splits, transforms and a synthetic phantom.
 
+Images are PNG, JPEG, BMP, TIFF, DICOM or NIfTI files (:func:`open_image`, :class:`ReadOptions`).
+
 The bundles call :func:`resolve_datalist`; the ``monai-sam audit|split|phantom`` commands wrap the rest.
 """
 
@@ -7,6 +9,7 @@ from monai_sam.data.audit import AuditReport, audit_dataset
 from monai_sam.data.datalist import BUSI_CLASSES, Datalist, DataWarning, build_datalist, find_masks
 from monai_sam.data.image_files import IMAGE_EXTENSIONS, check_image_file, is_mask_file
 from monai_sam.data.image_hashing import DEFAULT_HASH_THRESHOLD, content_hash, hash_groups, perceptual_hash
+from monai_sam.data.image_reading import DecodedImage, ReadOptions, SliceRequiredError, open_image
 from monai_sam.data.phantom import make_phantom_dataset, simulate_bmode
 from monai_sam.data.resolve import ensure_phantom, find_busi_dir, resolve_datalist
 from monai_sam.data.splits import allocate_groups, load_split, make_splits, write_splits
@@ -38,10 +41,13 @@ __all__ = [
     "AuditReport",
     "DataWarning",
     "Datalist",
+    "DecodedImage",
     "LoadUltrasoundImaged",
     "RandDepthAttenuationd",
     "RandGaind",
     "RandSpeckleNoised",
+    "ReadOptions",
+    "SliceRequiredError",
     "allocate_groups",
     "audit_dataset",
     "build_datalist",
@@ -56,6 +62,7 @@ __all__ = [
     "load_ultrasound_image",
     "make_phantom_dataset",
     "make_splits",
+    "open_image",
     "perceptual_hash",
     "resolve_datalist",
     "simulate_bmode",

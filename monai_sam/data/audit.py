@@ -1,10 +1,17 @@
-"""Dataset audit: counts, sizes, modes, unreadable files, duplicates, label conflicts, colour overlays."""
+"""Dataset audit: counts, sizes, modes, unreadable files, duplicates, label conflicts, colour overlays.
+
+DICOM and NIfTI files are decoded as the bundles read them (:func:`~monai_sam.data.image_reading.open_image`),
+so duplicates are found across formats (a PNG and a DICOM of the same picture are exact duplicates). For
+DICOM the audit also lists the files that carry patient-identifying attributes (by attribute *name*,
+never a value), ``BurnedInAnnotation = YES`` and modalities other than US.
+"""
 
 from __future__ import annotations
 
 import json
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ from monai_sam.data.image_hashing import (
     hash_groups,
     perceptual_hash,
 )
+from monai_sam.data.image_reading import ImageReadError, ReadOptions, open_image
 
 #: A pixel is "coloured" when max(R,G,B) - min(R,G,B) exceeds this (grey ultrasound has equal channels).
 COLOUR_CHROMA = 40
@@ -49,6 +57,13 @@ class AuditReport:
         colour_annotated: ``{"image", "coloured_fraction"}`` for images with coloured overlays.
         too_small: images below ``min_size`` pixels.
         hash_threshold: Hamming threshold used for near-duplicates (out of 64 bits).
+        formats: file format (``PNG``, ``JPEG``, ``DICOM``, ``NIfTI``...) -> number of images.
+        frames: frames (DICOM) or slices (NIfTI) per file -> number of files, for files with more than one.
+        identifying: ``{"image", "attributes"}`` for DICOM files carrying patient-identifying attributes:
+            attribute names only (PatientName, PatientID, the dates, "private tags"...), never values.
+        burned_in_annotation: DICOM files flagged ``BurnedInAnnotation = YES`` (text burned into pixels).
+        other_modality: ``{"image", "modality"}`` for DICOM files whose modality is not US (the code
+            when it is a DICOM defined term, else ``"other"``; ``"missing"`` when absent).
     """
 
     source: str
@@ -64,6 +79,11 @@ class AuditReport:
     colour_annotated: list[dict[str, Any]] = field(default_factory=list)
     too_small: list[str] = field(default_factory=list)
     hash_threshold: int = DEFAULT_HASH_THRESHOLD
+    formats: dict[str, int] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=dict)
+    identifying: list[dict[str, Any]] = field(default_factory=list)
+    burned_in_annotation: list[str] = field(default_factory=list)
+    other_modality: list[dict[str, str]] = field(default_factory=list)
 
     def conflicting_images(self) -> set[str]:
         """Paths of every image involved in a label conflict."""
@@ -79,8 +99,21 @@ class AuditReport:
             "images_in_near_duplicate_groups": sum(len(g) for g in self.near_duplicates),
             "label_conflicts": len(self.label_conflicts),
             "colour_annotated": len(self.colour_annotated),
+            "dicom_with_identifying_attributes": len(self.identifying),
+            "dicom_burned_in_annotation": len(self.burned_in_annotation),
+            "dicom_other_modality": len(self.other_modality),
         }
-        keys = ("source", "classes", "counts", "sizes", "modes", "unreadable", "too_small")
+        keys = (
+            "source",
+            "classes",
+            "counts",
+            "formats",
+            "sizes",
+            "modes",
+            "frames",
+            "unreadable",
+            "too_small",
+        )
         data = {key: getattr(self, key) for key in keys}
         data.update(
             summary=summary,
@@ -89,6 +122,9 @@ class AuditReport:
             near_duplicates=self.near_duplicates,
             label_conflicts=self.label_conflicts,
             colour_annotated=self.colour_annotated,
+            identifying=self.identifying,
+            burned_in_annotation=self.burned_in_annotation,
+            other_modality=self.other_modality,
             items=self.items,
         )
         return data
@@ -104,8 +140,13 @@ class AuditReport:
         """A readable multi-line report (long lists cut at ``max_listed`` entries)."""
         lines = [f"Audit of {self.source}", f"  images: {len(self.items)} readable"]
         lines += [f"    {name}: {n}" for name, n in self.counts.items()]
+        lines.append("  formats: " + ", ".join(f"{f} ({n})" for f, n in _top(self.formats)))
         lines.append("  sizes: " + ", ".join(f"{s} ({n})" for s, n in _top(self.sizes)))
         lines.append("  modes: " + ", ".join(f"{m} ({n})" for m, n in _top(self.modes)))
+        if self.frames:
+            lines.append(
+                "  multi-frame/volume files: " + ", ".join(f"{k} frames ({n})" for k, n in _top(self.frames))
+            )
         lines += _section(
             "unreadable files", [f"{u['image']}: {u['reason']}" for u in self.unreadable], max_listed
         )
@@ -129,6 +170,16 @@ class AuditReport:
             for c in self.colour_annotated
         ]
         lines += _section("images with colour annotations", colour, max_listed)
+        identifying = [f"{_short(i['image'], root)}: {', '.join(i['attributes'])}" for i in self.identifying]
+        lines += _section(
+            "DICOM files with patient-identifying attributes (names only; de-identify before sharing)",
+            identifying,
+            max_listed,
+        )
+        burned = [_short(p, root) for p in self.burned_in_annotation]
+        lines += _section("DICOM files with BurnedInAnnotation = YES", burned, max_listed)
+        other = [f"{_short(o['image'], root)} (modality {o['modality']})" for o in self.other_modality]
+        lines += _section("DICOM files whose modality is not US", other, max_listed)
         return "\n".join(lines)
 
 
@@ -137,6 +188,7 @@ def audit_dataset(
     hash_threshold: int = DEFAULT_HASH_THRESHOLD,
     min_size: int = DEFAULT_MIN_SIZE,
     progress: bool = False,
+    reader_options: ReadOptions | Mapping[str, Any] | None = None,
 ) -> AuditReport:
     """Audit a data set: decode every image, hash it and look for duplicates and conflicts.
 
@@ -145,20 +197,22 @@ def audit_dataset(
         hash_threshold: near-duplicate threshold in bits of the 64-bit perceptual hash.
         min_size: images with a shorter side below this are listed as too small.
         progress: show a progress bar.
+        reader_options: DICOM frame, NIfTI slice and ultrasound-region crop, as the bundles read the files.
     """
+    options = ReadOptions.coerce(reader_options)
     if isinstance(source, Datalist):
         datalist = source
     else:
         with warnings.catch_warnings():  # unusable files are reported below, not warned about
             warnings.simplefilter("ignore")
-            datalist = build_datalist(source, num_classes=None, min_size=1)
+            datalist = build_datalist(source, num_classes=None, min_size=1, reader_options=options)
     report = AuditReport(
         source=datalist.source, classes=list(datalist.classes), hash_threshold=hash_threshold
     )
     report.unreadable = list(datalist.skipped)
     content, phash = [], []
     for item in tqdm(datalist.items, desc="audit", disable=not progress):
-        found = _inspect(item["image"], report, min_size)
+        found = _inspect(item["image"], report, min_size, options)
         if found is not None:
             report.items.append({"image": item["image"], "label": item["label"]})
             content.append(found[0])
@@ -187,20 +241,34 @@ def _merge_exact(groups: np.ndarray, content: list[str]) -> np.ndarray:
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
-def _inspect(path: str, report: AuditReport, min_size: int) -> tuple[str, int] | None:
+def _inspect(path: str, report: AuditReport, min_size: int, options: ReadOptions) -> tuple[str, int] | None:
     """Fully decode one image; returns (content hash, perceptual hash) or None when unreadable."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            size, mode = f"{img.width}x{img.height}", img.mode
-            small = min(img.width, img.height) < min_size
-            fraction = _coloured_fraction(img)
-            hashes = content_hash(img), perceptual_hash(img)
+        decoded = open_image(path, options)
+        img = decoded.image
+        size, mode = f"{img.width}x{img.height}", decoded.mode
+        small = min(img.width, img.height) < min_size
+        fraction = _coloured_fraction(img)
+        hashes = content_hash(img), perceptual_hash(img)
+    except ImageReadError as err:
+        report.unreadable.append({"image": path, "reason": err.reason})
+        return None
     except (OSError, SyntaxError, ValueError) as err:
-        report.unreadable.append({"image": path, "reason": f"cannot decode: {err}"})
+        report.unreadable.append({"image": path, "reason": f"cannot decode: {err.__cause__ or err}"})
         return None
     report.sizes[size] = report.sizes.get(size, 0) + 1
     report.modes[mode] = report.modes.get(mode, 0) + 1
+    report.formats[decoded.format] = report.formats.get(decoded.format, 0) + 1
+    if decoded.frames > 1:
+        report.frames[str(decoded.frames)] = report.frames.get(str(decoded.frames), 0) + 1
+    facts = decoded.dicom
+    if facts is not None:
+        if facts.identifying_attributes:
+            report.identifying.append({"image": path, "attributes": list(facts.identifying_attributes)})
+        if facts.burned_in_annotation:
+            report.burned_in_annotation.append(path)
+        if facts.modality != "US":
+            report.other_modality.append({"image": path, "modality": facts.modality or "missing"})
     if small:
         report.too_small.append(path)
     if fraction >= COLOUR_FRACTION:

@@ -12,7 +12,7 @@ import json
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,12 @@ from typing import Any
 from monai_sam.data.image_files import (
     DEFAULT_MIN_SIZE,
     check_image_file,
+    image_stem,
     is_ignored_file,
     is_image_file,
     is_mask_file,
 )
+from monai_sam.data.image_reading import ReadOptions
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +88,14 @@ def build_datalist(
     min_size: int = DEFAULT_MIN_SIZE,
     strict: bool = False,
     with_masks: bool = False,
+    reader_options: ReadOptions | Mapping[str, Any] | None = None,
 ) -> Datalist:
     """Build a :class:`Datalist` from a directory, a CSV file or a MONAI datalist JSON.
 
     Directories are either the BUSI layout (``benign/``, ``malignant/``, ``normal/``; ``*_mask*`` files are
-    ignored) or any class-per-folder tree (classes in sorted folder order unless ``class_names`` is given).
+    ignored) or any class-per-folder tree (classes in sorted folder order unless ``class_names`` is given);
+    PNG, JPEG, BMP, TIFF, DICOM (``.dcm`` or extension-less with the DICOM preamble) and NIfTI (``.nii``,
+    ``.nii.gz``) files are read, mixed freely.
     A CSV has an image column (``image``/``path``/``filename``) and a label column (``label``/``class``)
     holding class names or integers; relative paths are relative to the CSV. A JSON is a MONAI datalist
     (``training``/``validation``/``test`` lists, optional ``classes``) or a plain list of items.
@@ -104,10 +109,14 @@ def build_datalist(
         strict: raise on any unusable file instead of skipping it with a :class:`DataWarning`.
         with_masks: add ``"masks"`` to every item: the sorted paths of its BUSI-style mask files
             (``<name>_mask.png``, ``<name>_mask_1.png``...), an empty list when it has none.
+        reader_options: DICOM frame, NIfTI slice and ultrasound-region crop
+            (:class:`~monai_sam.data.image_reading.ReadOptions`); DICOM and NIfTI files are decoded with
+            them here, so unusable ones are skipped (or, with ``strict``, raise) before any training.
 
     Raises:
         FileNotFoundError: the source or a listed file does not exist.
-        ValueError: no images, an empty class, unknown labels, or a class count that does not match.
+        ValueError: no images, an empty class, unknown labels, or a class count that does not match;
+            a 3-D NIfTI volume without ``reader_options["nifti_slice"]`` (``SliceRequiredError``).
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -120,14 +129,24 @@ def build_datalist(
         classes, pairs, skipped = _read_json(path, class_names)
     else:
         raise ValueError(f"unsupported data source {path}: expected a directory, a .csv or a .json file")
-    classes, pairs = _select_classes(path, classes, pairs, num_classes)
-    items, bad = _validate_files(pairs, min_size)
+    options = ReadOptions.coerce(reader_options)
+    try:
+        selected, kept = _select_classes(path, classes, pairs, num_classes)
+    except ValueError as err:  # the count is wrong; say too which files could not be used
+        bad = skipped + _validate_files(pairs, min_size, options)[1]
+        if not bad:
+            raise
+        raise ValueError(f"{err}. These files could not be used either: {_listed(bad)}") from None
+    classes, pairs = selected, kept
+    items, bad = _validate_files(pairs, min_size, options)
     skipped += bad
     if skipped:
         _report_skipped(path, skipped, strict)
     if not items:
-        raise ValueError(f"no usable images found in {path}")
-    _check_no_empty_class(path, classes, items)
+        raise ValueError(
+            f"no usable images found in {path}" + (f"; skipped: {_listed(skipped)}" if skipped else "")
+        )
+    _check_no_empty_class(path, classes, items, skipped, dict(pairs))
     items.sort(key=lambda item: item["image"])
     if with_masks:
         for item in items:
@@ -138,7 +157,7 @@ def build_datalist(
 def find_masks(image: str | Path) -> list[str]:
     """Mask files that belong to ``image`` (``<stem>_mask*.<ext>`` in the same folder), sorted."""
     image = Path(image)
-    pattern = glob.escape(image.stem) + "_mask*"
+    pattern = glob.escape(image_stem(image)) + "_mask*"
     return sorted(str(p) for p in image.parent.glob(pattern) if is_mask_file(p) and is_image_file(p))
 
 
@@ -287,10 +306,12 @@ def _select_classes(
     )
 
 
-def _validate_files(pairs: list[tuple[str, int]], min_size: int) -> tuple[list[dict[str, Any]], list[dict]]:
+def _validate_files(
+    pairs: list[tuple[str, int]], min_size: int, reader_options: ReadOptions
+) -> tuple[list[dict[str, Any]], list[dict]]:
     items, skipped, missing = [], [], []
     for image, label in pairs:
-        problem = check_image_file(image, min_size)
+        problem = check_image_file(image, min_size, reader_options)
         if problem == "file does not exist":
             missing.append(image)
         elif problem:
@@ -312,8 +333,33 @@ def _report_skipped(source: Path, skipped: list[dict[str, str]], strict: bool) -
     warnings.warn(message, DataWarning, stacklevel=3)
 
 
-def _check_no_empty_class(source: Path, classes: list[str], items: list[dict[str, Any]]) -> None:
+def _listed(skipped: list[dict[str, str]], limit: int = 5) -> str:
+    """``path (reason); ...`` of the first ``limit`` skipped files, with a count of the rest."""
+    shown = "; ".join(f"{s['image']} ({s['reason']})" for s in skipped[:limit])
+    return shown + (f" (and {len(skipped) - limit} more)" if len(skipped) > limit else "")
+
+
+def _check_no_empty_class(
+    source: Path,
+    classes: list[str],
+    items: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+    label_of: dict[str, int],
+) -> None:
+    """Raise when a class has no usable image, naming the skipped files that emptied it."""
     counts = Counter(item["label"] for item in items)
-    empty = [name for i, name in enumerate(classes) if counts.get(i, 0) == 0]
-    if empty:
-        raise ValueError(f"class(es) {empty} have no usable images in {source}")
+    empty = [(i, name) for i, name in enumerate(classes) if counts.get(i, 0) == 0]
+    if not empty:
+        return
+    parts = []
+    for index, name in empty:
+        folder = source / name
+        emptied = [
+            s
+            for s in skipped
+            if label_of.get(s["image"]) == index or (source.is_dir() and folder in Path(s["image"]).parents)
+        ]
+        parts.append(f"'{name}'" + (f": every file of it was skipped: {_listed(emptied)}" if emptied else ""))
+    raise ValueError(
+        f"class(es) {[n for _, n in empty]} have no usable images in {source}: " + "; ".join(parts)
+    )

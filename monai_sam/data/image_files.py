@@ -1,18 +1,39 @@
-"""Finding and checking 2-D image files: extensions, mask files and cheap header checks."""
+"""Finding and checking 2-D image files: formats, mask files and header checks.
+
+PNG/JPEG/BMP/TIFF files are checked by their header only (fast). DICOM and NIfTI files are decoded by the
+check (one frame or slice, with the given :class:`~monai_sam.data.image_reading.ReadOptions`), so that a
+truncated, compressed-without-decoder or otherwise unusable file is named here, never in a DataLoader.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
-#: File extensions read as 2-D ultrasound images (lower case, with the dot).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+from monai_sam.data.dicom import DICOM_EXTENSIONS
+from monai_sam.data.image_reading import (
+    PIL_EXTENSIONS,
+    ImageReadError,
+    ReadOptions,
+    SliceRequiredError,
+    image_format,
+    open_image,
+)
+from monai_sam.data.nifti import NIFTI_SUFFIXES
 
-#: Files that are never data and are skipped without a warning.
-_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "readme.md", "readme.txt", "license", "license.txt"})
+#: File name endings read as 2-D ultrasound images (lower case, with the dot); extension-less files are
+#: read as DICOM when they carry the DICOM preamble.
+IMAGE_EXTENSIONS: frozenset[str] = PIL_EXTENSIONS | DICOM_EXTENSIONS | frozenset(NIFTI_SUFFIXES)
+
+#: Files that are never data and are skipped without a warning (DICOMDIR: the index of a DICOM export).
+_IGNORED_NAMES = frozenset(
+    {"thumbs.db", "desktop.ini", "readme.md", "readme.txt", "license", "license.txt", "dicomdir"}
+)
 
 #: BUSI masks are named ``benign (1)_mask.png`` or ``benign (1)_mask_1.png``.
 _MASK_PATTERN = re.compile(r"_mask(_\d+)?$", re.IGNORECASE)
@@ -21,14 +42,20 @@ _MASK_PATTERN = re.compile(r"_mask(_\d+)?$", re.IGNORECASE)
 DEFAULT_MIN_SIZE = 32
 
 
+def image_stem(path: str | Path) -> str:
+    """The file name without its extension (``.nii.gz`` counts as one)."""
+    name = Path(path).name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(path).stem
+
+
 def is_mask_file(path: str | Path) -> bool:
     """Return True for a segmentation mask file such as ``benign (1)_mask.png``."""
-    return bool(_MASK_PATTERN.search(Path(path).stem))
+    return bool(_MASK_PATTERN.search(image_stem(path)))
 
 
 def is_image_file(path: str | Path) -> bool:
-    """Return True when the extension is one of :data:`IMAGE_EXTENSIONS`."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Return True for a file in a supported format: a known extension, or a DICOM preamble."""
+    return image_format(path) is not None
 
 
 def is_ignored_file(path: str | Path) -> bool:
@@ -71,24 +98,44 @@ def read_header(path: str | Path) -> ImageHeader:
         raise ValueError(f"unreadable image file {path}: {err}") from err
 
 
-def check_image_file(path: str | Path, min_size: int = DEFAULT_MIN_SIZE) -> str | None:
-    """Return why an image file cannot be used, or None when its header is fine.
+def check_image_file(
+    path: str | Path,
+    min_size: int = DEFAULT_MIN_SIZE,
+    reader_options: ReadOptions | Mapping[str, Any] | None = None,
+) -> str | None:
+    """Return why an image file cannot be used, or None when it is fine.
 
-    Only the header is read (fast); truncated pixel data is found by the audit, which decodes.
+    PIL formats: only the header is read (fast); truncated pixel data is found by the audit, which
+    decodes. DICOM and NIfTI files are decoded (the frame or slice of ``reader_options``).
 
     Args:
         path: the file.
-        min_size: smallest allowed width and height in pixels.
+        min_size: smallest allowed width and height in pixels (after the DICOM region crop).
+        reader_options: DICOM/NIfTI reading options (:class:`~monai_sam.data.image_reading.ReadOptions`).
+
+    Raises:
+        SliceRequiredError: a 3-D NIfTI volume and no ``nifti_slice``: a setting to fix, not a file to skip.
     """
     path = Path(path)
     if not path.is_file():
         return "file does not exist"
-    if not is_image_file(path):
+    kind = image_format(path)
+    if kind is None:
         return f"unknown extension {path.suffix or '(none)'!r} (expected one of {sorted(IMAGE_EXTENSIONS)})"
-    try:
-        header = read_header(path)
-    except ValueError as err:
-        return str(err.__cause__ or err)
-    if min(header.width, header.height) < min_size:
-        return f"image too small to resize ({header.width}x{header.height} px, minimum side {min_size} px)"
+    if kind == "pil":
+        try:
+            header = read_header(path)
+        except ValueError as err:
+            return str(err.__cause__ or err)
+        width, height = header.width, header.height
+    else:
+        try:
+            image = open_image(path, reader_options).image
+        except SliceRequiredError:
+            raise
+        except ImageReadError as err:
+            return err.reason
+        width, height = image.width, image.height
+    if min(width, height) < min_size:
+        return f"image too small to resize ({width}x{height} px, minimum side {min_size} px)"
     return None

@@ -20,7 +20,15 @@ _HASH_FREQ = 8  # the 8x8 lowest frequencies give the 64 bits
 
 
 def content_hash(img: Image.Image) -> str:
-    """SHA-256 of the decoded RGB pixels and size: equal for identical images whatever the file encoding."""
+    """SHA-256 of the decoded RGB pixels and size: equal for identical images whatever the file encoding.
+
+    Float (``F``) images, the [0, 1] grey of DICOM and NIfTI data other than 8-bit, are hashed on their
+    float32 values (an RGB conversion would clip them to 0 and 1).
+    """
+    if img.mode == "F":
+        digest = hashlib.sha256(f"F{img.width}x{img.height}".encode())
+        digest.update(np.asarray(img, dtype=np.float32).tobytes())
+        return digest.hexdigest()
     rgb = img.convert("RGB")
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}".encode())
     digest.update(rgb.tobytes())
@@ -32,9 +40,11 @@ def perceptual_hash(img: Image.Image) -> int:
 
     The grayscale image is box-filtered to 32x32, its 2-D DCT taken, and each of the 8x8 lowest-frequency
     coefficients compared with their median (DC excluded). Robust to re-encoding, resizing, small
-    intensity changes and thin overlays such as calipers.
+    intensity changes and thin overlays such as calipers. Float (``F``) images in [0, 1] are used as they
+    are (the hash compares coefficients with their median, so the intensity scale does not matter).
     """
-    small = img.convert("L").resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
+    grey = img if img.mode == "F" else img.convert("L")
+    small = grey.resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
     coeffs = dctn(np.asarray(small, dtype=np.float64), norm="ortho")[:_HASH_FREQ, :_HASH_FREQ].ravel()
     bits = coeffs > np.median(coeffs[1:])
     return int(np.packbits(bits).view(">u8")[0])

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from monai_sam.data.audit import audit_dataset
 from monai_sam.data.datalist import SPLIT_KEYS, build_datalist
+from monai_sam.data.image_files import check_image_file
+from monai_sam.data.image_reading import ReadOptions, image_format
 from monai_sam.data.phantom import PHANTOM_CLASSES, make_phantom_dataset, phantom_parameters
 from monai_sam.data.splits import load_split, make_splits
 
@@ -35,11 +38,14 @@ def resolve_datalist(
     phantom_kwargs: dict | None = None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    reader_options: ReadOptions | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return a validated train/validation/test split dict for a bundle or study run.
 
     1. ``datalist`` is a split JSON (``training``/``validation``/``test``): load and validate it.
-       A plain datalist JSON or CSV is treated as a data source and split as in 3.
+       Its DICOM and NIfTI files are decoded once with ``reader_options`` (a file that cannot be read
+       raises here, naming it, rather than in a DataLoader). A plain datalist JSON or CSV is treated as a
+       data source and split as in 3.
     2. Else, with no ``dataset_dir``, generate (or reuse) the phantom in ``output_dir/phantom``.
     3. Audit the data and make a leakage-free stratified split (``seed``); the split, its summary and
        the audit are written to ``output_dir/data_split/``.
@@ -54,6 +60,8 @@ def resolve_datalist(
             ``seed``, ``difficulty``, ``classes``).
         val_fraction: fraction of images for validation.
         test_fraction: fraction of images for testing.
+        reader_options: DICOM frame, NIfTI slice and ultrasound-region crop
+            (:class:`~monai_sam.data.image_reading.ReadOptions`).
 
     Returns:
         ``{"classes", "training", "validation", "test", "metadata"}`` with absolute image paths.
@@ -69,7 +77,9 @@ def resolve_datalist(
         if not path.is_file():
             raise FileNotFoundError(f"datalist file does not exist: {path}")
         if path.suffix.lower() == ".json" and _is_split_file(path):
-            return load_split(path, num_classes=num_classes)
+            split = load_split(path, num_classes=num_classes)
+            _check_clinical_files(path, split, ReadOptions.coerce(reader_options))
+            return split
         source = path
     elif dataset_dir:
         source = Path(dataset_dir).expanduser()
@@ -79,8 +89,8 @@ def resolve_datalist(
             raise NotADirectoryError(f"dataset_dir is not a directory: {source}")
     else:
         source = ensure_phantom(out / "phantom", num_classes, seed, phantom_kwargs)
-    data = build_datalist(source, num_classes=num_classes)
-    audit = audit_dataset(data)
+    data = build_datalist(source, num_classes=num_classes, reader_options=reader_options)
+    audit = audit_dataset(data, reader_options=reader_options)
     split_dir = out / "data_split"
     splits = make_splits(
         data,
@@ -123,6 +133,20 @@ def ensure_phantom(
     for name in PHANTOM_CLASSES:  # stale images of other parameters must not leak into the new set
         shutil.rmtree(phantom_dir / name, ignore_errors=True)
     return make_phantom_dataset(phantom_dir, **kwargs)
+
+
+def _check_clinical_files(path: Path, split: dict[str, Any], options: ReadOptions) -> None:
+    """Decode the DICOM and NIfTI files of a split once; raise naming every one that cannot be read."""
+    bad = []
+    for key in SPLIT_KEYS:
+        for item in split[key]:
+            if image_format(item["image"]) in ("dicom", "nifti"):
+                problem = check_image_file(item["image"], min_size=1, reader_options=options)
+                if problem:
+                    bad.append(f"{item['image']}: {problem}")
+    if bad:
+        shown = "\n  ".join(bad[:10]) + (f"\n  (and {len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise ValueError(f"split file {path} lists {len(bad)} image(s) that cannot be read:\n  {shown}")
 
 
 def _is_split_file(path: Path) -> bool:

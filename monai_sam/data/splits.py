@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from monai_sam.data.audit import AuditReport, audit_dataset
 from monai_sam.data.datalist import SPLIT_KEYS, Datalist, build_datalist
 from monai_sam.data.image_hashing import DEFAULT_HASH_THRESHOLD
+from monai_sam.data.image_reading import ReadOptions
 
 
 def allocate_groups(
@@ -66,6 +68,7 @@ def make_splits(
     exclude_conflicts: bool = True,
     out_dir: str | Path | None = None,
     audit: AuditReport | None = None,
+    reader_options: ReadOptions | Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Make stratified, group-aware k-fold or train/validation/test splits.
 
@@ -84,14 +87,18 @@ def make_splits(
         exclude_conflicts: leave out groups whose duplicates carry different labels (listed in metadata).
         out_dir: when given, write ``fold_{i}.json`` (or ``split.json``) and ``split_summary.json`` there.
         audit: a ready audit of the same items (skips re-hashing).
+        reader_options: DICOM frame, NIfTI slice and ultrasound-region crop used to read the images.
 
     Returns:
         One split dictionary per fold (``classes``, ``training``, ``validation``, ``test``, ``metadata``).
     """
     _check_fractions(num_folds, val_fraction, test_fraction)
-    datalist = source if isinstance(source, Datalist) else build_datalist(source, num_classes=num_classes)
+    if isinstance(source, Datalist):
+        datalist = source
+    else:
+        datalist = build_datalist(source, num_classes=num_classes, reader_options=reader_options)
     if audit is None:
-        audit = audit_dataset(datalist, hash_threshold=hash_threshold)
+        audit = audit_dataset(datalist, hash_threshold=hash_threshold, reader_options=reader_options)
     groups, excluded = _usable_groups(datalist, audit, exclude_conflicts)
     keys = sorted(groups)
     labels = [Counter(item["label"] for item in groups[k]).most_common(1)[0][0] for k in keys]

@@ -2,7 +2,9 @@
 
 Layout: every image becomes a float32 ``(C, H, W)`` tensor in numpy/PIL orientation (H = depth, the transducer
 at the top), with values in [0, 1]. Grayscale, RGB, RGBA, palette and 16-bit files are all accepted and
-converted to ``in_channels`` (1: grayscale; 3: grayscale replicated, for ImageNet-style networks).
+converted to ``in_channels`` (1: grayscale; 3: grayscale replicated, for ImageNet-style networks). DICOM and
+NIfTI files are read by :func:`monai_sam.data.image_reading.open_image` (frame, slice and region-crop
+options in ``reader_options``) and then converted by the same code as PNG files.
 
 Augmentations follow what ultrasound-specific packages offer (USAugment: depth attenuation, gain, speckle,
 shadows) while keeping the acquisition geometry: left-right flips only (never up-down, the transducer stays at
@@ -30,40 +32,42 @@ from monai.transforms import (
     Resized,
     SpatialPadd,
 )
-from PIL import Image
 from scipy.ndimage import gaussian_filter
+
+from monai_sam.data.image_reading import ReadOptions, open_image
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def load_ultrasound_image(path: str, in_channels: int = 1) -> np.ndarray:
+def load_ultrasound_image(
+    path: str, in_channels: int = 1, reader_options: ReadOptions | Mapping[str, Any] | None = None
+) -> np.ndarray:
     """Read an image file as a float32 ``(C, H, W)`` array in [0, 1].
 
-    8-bit images are divided by 255; 16-bit and float images are scaled by their own maximum. Colour
-    images become grayscale (``in_channels=1``) or RGB (``in_channels=3``, alpha dropped).
+    8-bit images are divided by 255; 16-bit images are scaled by their own maximum; float images (DICOM
+    and NIfTI data other than 8-bit, already in [0, 1]) are clipped to [0, 1]. Colour images become
+    grayscale (``in_channels=1``, PIL's ITU-R 601-2 luma) or RGB (``in_channels=3``, alpha dropped).
 
     Args:
-        path: PNG, JPEG, BMP or TIFF file.
+        path: PNG, JPEG, BMP, TIFF, DICOM or NIfTI file.
         in_channels: 1 or 3.
+        reader_options: DICOM frame, NIfTI slice and ultrasound-region crop
+            (:class:`~monai_sam.data.image_reading.ReadOptions`).
 
     Raises:
         ValueError: the file cannot be decoded (the message names it) or ``in_channels`` is not 1 or 3.
     """
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in _SIXTEEN_BIT_MODES:
-                gray = np.asarray(img, dtype=np.float32)
-                gray = gray / max(float(gray.max()), 1.0) if img.mode != "F" else np.clip(gray, 0, 1)
-                array = gray[None]
-            else:
-                converted = img.convert("L" if in_channels == 1 else "RGB")
-                array = np.asarray(converted, dtype=np.float32) / 255.0
-                array = array[None] if in_channels == 1 else array.transpose(2, 0, 1)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    img = open_image(path, reader_options).image
+    if img.mode in _SIXTEEN_BIT_MODES:
+        gray = np.asarray(img, dtype=np.float32)
+        gray = gray / max(float(gray.max()), 1.0) if img.mode != "F" else np.clip(gray, 0, 1)
+        array = gray[None]
+    else:
+        converted = img.convert("L" if in_channels == 1 else "RGB")
+        array = np.asarray(converted, dtype=np.float32) / 255.0
+        array = array[None] if in_channels == 1 else array.transpose(2, 0, 1)
     if array.shape[0] != in_channels:
         array = np.repeat(array, in_channels, axis=0)
     return np.ascontiguousarray(array)
@@ -76,23 +80,35 @@ class LoadUltrasoundImaged(MapTransform):
     numpy/PIL orientation and converts every file to ``in_channels`` channels, so mixed L/RGB/RGBA data
     sets collate.
 
+    The MetaTensor's metadata holds only the file path and the spatial shape: no header of a DICOM or
+    NIfTI file is carried along (it may hold patient data).
+
     Args:
         keys: keys holding file paths.
         in_channels: 1 (grayscale) or 3 (grayscale or colour as RGB).
         allow_missing_keys: do not fail when a key is absent.
+        reader_options: DICOM frame, NIfTI slice and ultrasound-region crop
+            (:class:`~monai_sam.data.image_reading.ReadOptions`, or a mapping of its fields).
     """
 
-    def __init__(self, keys: KeysCollection, in_channels: int = 1, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        in_channels: int = 1,
+        allow_missing_keys: bool = False,
+        reader_options: ReadOptions | Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         self.in_channels = in_channels
+        self.reader_options = ReadOptions.coerce(reader_options)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])
-            array = load_ultrasound_image(path, self.in_channels)
+            array = load_ultrasound_image(path, self.in_channels, self.reader_options)
             meta = {"filename_or_obj": path, "spatial_shape": np.array(array.shape[1:])}
             d[key] = MetaTensor(torch.from_numpy(array), meta=meta)
         return d
@@ -232,6 +248,7 @@ def ultrasound_transforms(
     train: bool,
     in_channels: int = 1,
     keys: Sequence[str] = ("image",),
+    reader_options: ReadOptions | Mapping[str, Any] | None = None,
 ) -> Compose:
     """The standard chain: load, aspect-preserving resize and pad, train-time augmentation, float32.
 
@@ -243,6 +260,8 @@ def ultrasound_transforms(
         train: add the random augmentations.
         in_channels: 1 (grayscale) or 3 (grayscale replicated / RGB).
         keys: keys holding image file paths (a ``label`` key passes through unchanged).
+        reader_options: DICOM frame, NIfTI slice and ultrasound-region crop
+            (:class:`~monai_sam.data.image_reading.ReadOptions`; the bundles' ``reader_options`` knob).
 
     Returns:
         A ``Compose``; items ``{"image": path[, "label": int]}`` become ``{"image": (C, H, W) float32, ...}``.
@@ -252,7 +271,7 @@ def ultrasound_transforms(
         raise ValueError(f"image_size must be an int or (H, W) of at least 8 pixels, got {image_size}")
     keys = list(keys)
     chain: list[Any] = [
-        LoadUltrasoundImaged(keys, in_channels=in_channels),
+        LoadUltrasoundImaged(keys, in_channels=in_channels, reader_options=reader_options),
         Resized(keys, spatial_size=max(size), size_mode="longest", mode="bilinear", anti_aliasing=True),
         SpatialPadd(keys, spatial_size=size, mode="constant"),
     ]

@@ -84,12 +84,13 @@ class SharpnessAwareIteration:
                                     iteration_update=SharpnessAwareIteration(),
                                     event_names=[SharpnessEvents])
 
-    MONAI's contract is kept: ``prepare_batch`` (2- or 4-tuple), ``engine.inferer``, FORWARD_COMPLETED
-    and LOSS_COMPLETED after the clean pass, BACKWARD_COMPLETED once the final gradient is in ``.grad``
-    (weights restored), MODEL_COMPLETED after the optimizer step, ``optim_set_to_none``, ``compile``,
-    ``accumulation_steps`` and ``amp``/``amp_kwargs``. ``loss`` and ``pred`` come from the clean pass;
-    :class:`~monai_sam.engines.SharpnessKeys` lists the extra output keys. :class:`SharpnessEvents`
-    fire between the passes (registered on the first call when missing).
+    MONAI's contract is kept: the network output reaches the loss and ``pred`` unchanged (tensor,
+    tuple, list or dict; see ``output_index``), ``prepare_batch`` (2- or 4-tuple), ``engine.inferer``,
+    FORWARD_COMPLETED and LOSS_COMPLETED after the clean pass, BACKWARD_COMPLETED once the final
+    gradient is in ``.grad`` (weights restored), MODEL_COMPLETED after the optimizer step,
+    ``optim_set_to_none``, ``compile``, ``accumulation_steps`` and ``amp``/``amp_kwargs``. ``loss`` and
+    ``pred`` come from the clean pass; :class:`~monai_sam.engines.SharpnessKeys` lists the extra output
+    keys. :class:`SharpnessEvents` fire between the passes (registered on the first call when missing).
 
     Args:
         bn_policy: BatchNorm running statistics during perturbed passes: ``"clean"`` (default; only
@@ -114,8 +115,12 @@ class SharpnessAwareIteration:
         check_finite: without a GradScaler, raise ``FloatingPointError`` naming the iteration when
             the clean loss is NaN/inf instead of training on it: one host read per iteration, before the
             optimizer step, after all passes are queued (so it does not stall the device between passes).
-        output_index: when the network returns a tuple or list (MONAI ``ViT``: ``(logits, hidden)``),
-            use this element as ``pred``; None passes the sequence to the loss function unchanged.
+        output_index: None (default): the network's output goes to the loss function and into
+            ``state.output["pred"]`` unchanged, as in MONAI's ``SupervisedTrainer`` (a tensor, tuple, list
+            or dict; every deep-supervision head reaches the loss). An int opts in to keeping only that
+            element of a tuple or list output (``0`` for MONAI ``ViT``'s ``(logits, hidden_states)``), for
+            the loss of every pass, ``pred``, decollation, postprocessing and metrics; other outputs are
+            left unchanged.
         interval: when given, sets the optimizer's ``interval``: the full method every ``interval``-th
             optimizer step, ONE forward/backward pass on the others (LookSAM: its ``k``).
         start_fraction: late-phase mode: when given, the first ``start_fraction`` of the run's optimizer
@@ -139,7 +144,7 @@ class SharpnessAwareIteration:
         scaler_kwargs: dict | None = None,
         sync_perturbation: bool = False,
         check_finite: bool = True,
-        output_index: int | None = 0,
+        output_index: int | None = None,
         interval: int | None = None,
         start_fraction: float | None = None,
     ) -> None:
@@ -160,7 +165,7 @@ class SharpnessAwareIteration:
         self.amp_dtype = parse_dtype(amp_dtype)
         self.sync_perturbation = bool(sync_perturbation)
         self.check_finite = bool(check_finite)
-        if output_index is not None and not isinstance(output_index, int):
+        if output_index is not None and (not isinstance(output_index, int) or isinstance(output_index, bool)):
             raise TypeError(f"`output_index` must be an int or None, got {output_index!r}.")
         self.output_index = output_index
         if isinstance(grad_scaler, torch.amp.GradScaler):
@@ -255,8 +260,8 @@ class SharpnessAwareIteration:
             return _DDP_LAST_PASS
         if _has_post_step_correction(optimizer):
             raise ValueError(
-                f"{type(optimizer).__name__} with decouple=True applies part of its update after the base "
-                "step from gradients kept inside the optimizer, so per-rank perturbations would "
+                f"{type(optimizer).__name__} applies part of its update from gradients kept inside the "
+                "optimizer (WSAM decouple=True, bSAM's precision), so per-rank perturbations would "
                 "desynchronise the ranks under DistributedDataParallel: pass sync_perturbation=True "
                 "(or use decouple=False)."
             )
@@ -387,9 +392,9 @@ class SharpnessAwareIteration:
         acc = engine.accumulation_steps
         if acc > 1 and _has_post_step_correction(optimizer):
             raise ValueError(
-                f"{type(optimizer).__name__} with decouple=True keeps part of its update inside the "
-                "optimizer, which gradient accumulation cannot sum: use accumulation_steps=1 or "
-                "decouple=False."
+                f"{type(optimizer).__name__} keeps part of its update inside the optimizer (WSAM "
+                "decouple=True, bSAM's precision), which gradient accumulation cannot sum: use "
+                "accumulation_steps=1 (or WSAM decouple=False)."
             )
         ddp = _DistributedPlan(find_ddp(engine.network), self._ddp_mode(engine, optimizer), optimizer)
         self._run_passes(engine, optimizer, plan, batch, ddp)
@@ -407,6 +412,26 @@ class SharpnessAwareIteration:
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if ends:
             self._optimizer_step(engine, optimizer, plan, sharpness=True)
+
+    def _sharpness_step(
+        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, window: tuple
+    ) -> None:
+        """The passes and step of a monai_sam optimizer; the network holds ``w`` before and after it.
+
+        MSAM rests at its momentum-ascent point between optimizer steps: it moves there here and back to
+        the true weights at the end, so every handler (validation, checkpoints, sharpness, logging) sees
+        ``w``. A step that raises is closed first, so no perturbed weights reach an exception handler.
+        """
+        if optimizer.perturbed_between_steps:
+            optimizer.rest_at_true_weights = True  # this iteration moves to the ascent point itself
+        optimizer.move_to_perturbed_point()
+        try:
+            self._sharpness_passes(engine, optimizer, plan, batch, window)
+        except BaseException:
+            optimizer.end_passes()
+            raise
+        finally:
+            optimizer.move_to_true_weights()
 
     def _run_passes(
         self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, ddp: _DistributedPlan
@@ -472,7 +497,7 @@ class SharpnessAwareIteration:
         engine.network.train()
         batch = (inputs, targets, args, kwargs)
         if sharpness:
-            self._sharpness_passes(engine, optimizer, plan, batch, window)
+            self._sharpness_step(engine, optimizer, plan, batch, window)
         else:
             self._single_pass(engine, optimizer, plan, batch, window)
         if inputs_meta is not None:

@@ -20,26 +20,38 @@ __all__ = ["SharpnessAwareTrainer"]
 
 
 class SharpnessAwareTrainer(SupervisedTrainer):
-    """``SupervisedTrainer`` whose iteration is a :class:`SharpnessAwareIteration`.
+    """``SupervisedTrainer`` whose own ``_iteration`` is a :class:`SharpnessAwareIteration`.
 
-    It takes ``SupervisedTrainer``'s arguments (except ``iteration_update``) plus the iteration's
-    options, all nameable from a bundle config. :class:`SharpnessEvents` are registered before the
-    ``train_handlers`` attach, and ``trainer.scaler`` is the iteration's own GradScaler from
-    construction on (MONAI's trainer creates a fresh, uncheckpointable one in every ``run()``), so it
-    can go into a ``CheckpointSaver``/``CheckpointLoader`` ``save_dict`` as ``"$@trainer.scaler"``.
+    It takes ``SupervisedTrainer``'s arguments, in the same order, plus the iteration's options, all
+    nameable from a bundle config. Because the sharpness-aware passes are the trainer's ``_iteration``,
+    MONAI's wrappers that are themselves an ``iteration_update`` and end with
+    ``engine._iteration(engine, batchdata)`` (the DeepGrow and DeepEdit ``Interaction`` classes, the
+    MONAI Label trainers built on them) run every pass of the method inside them::
+
+        trainer = SharpnessAwareTrainer(..., optimizer=create_optimizer("sam", ...),
+                                        iteration_update=Interaction(transforms=clicks, ...))
+
+    :class:`SharpnessEvents` are registered before the ``train_handlers`` attach, and ``trainer.scaler``
+    is the iteration's own GradScaler from construction on (MONAI's trainer creates a fresh,
+    uncheckpointable one in every ``run()``), so it can go into a ``CheckpointSaver``/``CheckpointLoader``
+    ``save_dict`` as ``"$@trainer.scaler"``.
 
     Args:
         device, max_epochs, train_data_loader, network, optimizer, loss_function, epoch_length,
         non_blocking, prepare_batch, inferer, postprocessing, key_train_metric, additional_metrics,
         metric_cmp_fn, train_handlers, amp, event_names, event_to_attr, decollate, optim_set_to_none,
         to_kwargs, amp_kwargs, compile, compile_kwargs, accumulation_steps: as in ``SupervisedTrainer``.
+        iteration_update: as in ``SupervisedTrainer``: None (default) runs the sharpness-aware
+            ``_iteration``; a wrapper calling ``engine._iteration(engine, batchdata)`` runs it inside the
+            wrapper; a callable that never calls it replaces it (as it replaces MONAI's). Not a
+            :class:`SharpnessAwareIteration`: give its options to this trainer instead.
         bn_policy, replay_rng, max_norm, norm_type, amp_dtype, grad_scaler, scaler_kwargs,
         sync_perturbation, check_finite, output_index, interval, start_fraction: as in
         :class:`SharpnessAwareIteration`
         (its ``amp`` follows this trainer's ``amp``).
 
     Attributes:
-        iteration: the :class:`SharpnessAwareIteration` in use.
+        iteration: the :class:`SharpnessAwareIteration` that ``_iteration`` runs.
     """
 
     def __init__(
@@ -53,6 +65,7 @@ class SharpnessAwareTrainer(SupervisedTrainer):
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = default_prepare_batch,
+        iteration_update: Callable[[Any, Any], Any] | None = None,
         inferer: Inferer | None = None,
         postprocessing: Transform | None = None,
         key_train_metric: dict | None = None,
@@ -78,10 +91,17 @@ class SharpnessAwareTrainer(SupervisedTrainer):
         scaler_kwargs: dict | None = None,
         sync_perturbation: bool = False,
         check_finite: bool = True,
-        output_index: int | None = 0,
+        output_index: int | None = None,
         interval: int | None = None,
         start_fraction: float | None = None,
     ) -> None:
+        if isinstance(iteration_update, SharpnessAwareIteration):
+            raise TypeError(
+                "SharpnessAwareTrainer: `iteration_update` is a SharpnessAwareIteration, but this trainer "
+                "runs its own; pass that iteration's options (max_norm, bn_policy...) to "
+                "SharpnessAwareTrainer, or use a plain SupervisedTrainer with "
+                "iteration_update=SharpnessAwareIteration(...)."
+            )
         self.iteration = SharpnessAwareIteration(
             bn_policy=bn_policy,
             replay_rng=replay_rng,
@@ -110,7 +130,7 @@ class SharpnessAwareTrainer(SupervisedTrainer):
             epoch_length=epoch_length,
             non_blocking=non_blocking,
             prepare_batch=prepare_batch,
-            iteration_update=self.iteration,
+            iteration_update=iteration_update,
             inferer=inferer,
             postprocessing=postprocessing,
             key_train_metric=key_train_metric,
@@ -129,6 +149,15 @@ class SharpnessAwareTrainer(SupervisedTrainer):
             accumulation_steps=accumulation_steps,
         )
         self.scaler = self.iteration.scaler
+
+    def _iteration(self, engine: Any, batchdata: Any) -> Any:  # type: ignore[override]
+        """One sharpness-aware training iteration: :attr:`iteration` on ``engine`` and ``batchdata``.
+
+        Args:
+            engine: the trainer (MONAI passes it explicitly, as wrappers such as ``Interaction`` do).
+            batchdata: the batch of this iteration.
+        """
+        return self.iteration(engine, batchdata)
 
     def run(self) -> None:  # type: ignore[override]
         """Run training; unlike ``Trainer.run`` it keeps ``self.scaler`` (the iteration's) across calls."""

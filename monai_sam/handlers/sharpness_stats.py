@@ -11,9 +11,41 @@ from ignite.engine import Engine, Events
 
 from monai_sam.engines.events import SharpnessKeys
 
-__all__ = ["SharpnessStatsHandler", "sharpness_output_transform"]
+__all__ = ["SharpnessStatsHandler", "explain_negative_sharpness", "sharpness_output_transform"]
 
 _DEFAULT_KEYS = ("loss", SharpnessKeys.LOSS_PERTURBED, SharpnessKeys.SHARPNESS)
+
+
+#: The one-time explanation logged with the first negative ``sharpness`` of a process.
+NEGATIVE_SHARPNESS_NOTE = (
+    "sharpness = loss_perturbed - loss is negative ({value:.4g} at this iteration): the loss at the "
+    "perturbed weights w + e was lower than at w. This is expected now and then and is not an error: "
+    "the ascent step e (size rho, from the clean gradient) is a first-order guess that overshoots "
+    "where the loss bends down along it; with a gradient near zero only rounding is left; dropout or "
+    "other stochastic layers draw different masks in the two passes. Persistently negative values "
+    "suggest rho is too large. (Shown once.)"
+)
+_logger = logging.getLogger(__name__)
+_explained = False
+
+
+def explain_negative_sharpness(value: float, logger: logging.Logger | None = None) -> bool:
+    """Log :data:`NEGATIVE_SHARPNESS_NOTE` the first time a negative ``value`` is seen in this process.
+
+    Called where sharpness is logged (the bundles' iteration line, :class:`SharpnessStatsHandler`), so
+    a reader meeting ``sharpness: -0.01`` finds the explanation next to it; later negative values log
+    nothing. Returns whether it logged.
+
+    Args:
+        value: this iteration's ``sharpness`` (NaN and non-negative values are ignored).
+        logger: where to log (INFO); default this module's logger, which propagates to the root logger.
+    """
+    global _explained
+    if _explained or not value < 0:
+        return False
+    _explained = True
+    (logger or _logger).info(NEGATIVE_SHARPNESS_NOTE.format(value=value))
+    return True
 
 
 def _first_item(output: Any) -> dict:
@@ -31,7 +63,8 @@ def sharpness_output_transform(keys: Sequence[str] = _DEFAULT_KEYS):
     """``output_transform`` for ``StatsHandler``/``TensorBoardStatsHandler`` logging loss and sharpness.
 
     Works with decollated (list) and non-decollated (dict) outputs; keys missing from the output
-    (a plain optimizer has no ``sharpness``) are left out.
+    (a plain optimizer has no ``sharpness``) are left out. The first negative ``sharpness`` of the
+    process also logs why it can be negative (:func:`explain_negative_sharpness`).
 
     Args:
         keys: output keys to log.
@@ -44,7 +77,9 @@ def sharpness_output_transform(keys: Sequence[str] = _DEFAULT_KEYS):
 
     def transform(output: Any) -> dict[str, float]:
         item = _first_item(output)
-        return {k: _as_float(item[k]) for k in keys if k in item}
+        values = {k: _as_float(item[k]) for k in keys if k in item}
+        explain_negative_sharpness(values.get(SharpnessKeys.SHARPNESS, math.nan))
+        return values
 
     return transform
 
@@ -116,6 +151,7 @@ class SharpnessStatsHandler:
         if self.log_interval and engine.state.iteration % self.log_interval == 0:
             text = " ".join(f"{k}: {v:.6g}" for k, v in values.items())
             self.logger.info(f"Epoch: {engine.state.epoch}, Iteration: {engine.state.iteration} -- {text}")
+            explain_negative_sharpness(values.get(SharpnessKeys.SHARPNESS, math.nan), self.logger)
 
     def epoch_completed(self, engine: Engine) -> None:
         """Write the epoch means (rho: last value) into ``engine.state.metrics``."""

@@ -6,12 +6,17 @@ schedulers, checkpointing and per-group settings work as with any torch optimize
 
 from monai_sam.optimizers.asam import ASAM
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
+from monai_sam.optimizers.bsam import BSAM, BSAMUpdate
 from monai_sam.optimizers.crsam import CRSAM
 from monai_sam.optimizers.detsam import DetSAM
 from monai_sam.optimizers.factory import available_optimizers, create_optimizer
 from monai_sam.optimizers.frobsam import FrobSAM
+from monai_sam.optimizers.fsam import FSAM
+from monai_sam.optimizers.gcsam import GCSAM
 from monai_sam.optimizers.gsam import GSAM
 from monai_sam.optimizers.looksam import LookSAM
+from monai_sam.optimizers.msam import MSAM
+from monai_sam.optimizers.perturbation_set import norm_parameters
 from monai_sam.optimizers.rho_schedule import GSAMRhoScheduler
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
@@ -20,11 +25,16 @@ from monai_sam.optimizers.wsam import WSAM
 
 __all__ = [
     "ASAM",
+    "BSAM",
     "CRSAM",
+    "FSAM",
+    "GCSAM",
     "GSAM",
+    "MSAM",
     "SAM",
     "SSAM",
     "WSAM",
+    "BSAMUpdate",
     "DetSAM",
     "FrobSAM",
     "GSAMRhoScheduler",
@@ -32,5 +42,6 @@ __all__ = [
     "SharpnessAwareOptimizer",
     "available_optimizers",
     "create_optimizer",
+    "norm_parameters",
     "wrap_optimizer",
 ]

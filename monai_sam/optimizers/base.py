@@ -5,15 +5,17 @@ A sharpness-aware step runs several forward/backward passes over the same mini-b
 (SGD, Adam, AdamW, ...). :class:`SharpnessAwareOptimizer` owns everything that is common to all methods:
 the pass-by-pass state machine, the base optimizer and its shared param groups and state, restoring the
 weights, the SAM-style ascent, the closure API, GradScaler support, the ``interval`` efficient mode and
-checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine` and, rarely,
+checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine`,
+:meth:`_ascent_direction_` (GCSAM, F-SAM: the direction and norm of the SAM ascent) and, rarely,
 :meth:`_after_base_step`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +23,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.functional import global_norm, inverse_norm, scale_by, zero_non_finite_
+from monai_sam.optimizers.perturbation_set import perturbed_param_ids
 
 __all__ = ["SharpnessAwareOptimizer"]
 
@@ -85,6 +88,12 @@ class SharpnessAwareOptimizer(Optimizer):
             the other steps run ONE pass and are exactly a base-optimizer step (no norm, no copy).
         start_step: late-phase mode: steps ``0 .. start_step - 1`` are plain base-optimizer steps with ONE
             pass; the method (and the ``interval`` count) starts at step ``start_step``.
+        perturb: which parameters the perturbation moves: ``"all"`` (default) or ``"norm"`` (SAM-ON: only
+            the weights and biases of normalisation layers; the others stay at ``w`` and the norm of the
+            perturbation is taken over the perturbed ones; every parameter is still updated). Every
+            method accepts it (it is taken from the keyword arguments a subclass forwards).
+        model: the network whose normalisation layers ``perturb="norm"`` selects (optimizers only see
+            tensors); ignored with ``perturb="all"``.
         base_kwargs: keyword arguments of the base optimizer class (``lr``, ``momentum``, ...).
 
     Attributes:
@@ -112,6 +121,9 @@ class SharpnessAwareOptimizer(Optimizer):
     keeps_clean_grad: bool = False
     #: ``method_state`` keys that persist between steps (all others are peak buffers of one step).
     persistent_keys: tuple[str, ...] = ()
+    #: True when the weights rest at a perturbed point between steps (MSAM): evaluation and saving must
+    #: then run inside :meth:`true_weights` (the MONAI engines of monai-sam do it for you).
+    perturbed_between_steps: bool = False
 
     def __init__(
         self,
@@ -122,6 +134,8 @@ class SharpnessAwareOptimizer(Optimizer):
         eps: float = 1e-12,
         interval: int = 1,
         start_step: int = 0,
+        perturb: str = "all",
+        model: torch.nn.Module | None = None,
         **base_kwargs: Any,
     ) -> None:
         hyper = dict(hyperparameters or {})
@@ -148,6 +162,11 @@ class SharpnessAwareOptimizer(Optimizer):
         # Weight backups, allocated once and reused every step (not checkpointed: they hold no state).
         self._workspace: dict[Tensor, Tensor] = {}
         self.eps = float(eps)
+        self.perturb_mode = perturb  # "all" or "norm" (the `perturb` option; perturb() is the pass API)
+        # SAM-ON: ids of the perturbed parameters (None: all); the tensors are kept so the ids stay valid.
+        self._perturbed_ids, self._perturbed_refs = perturbed_param_ids(
+            perturb, model, self._indexed_params(), type(self).__name__
+        )
         self.interval = interval
         self.start_step = start_step
         for group in self.param_groups:
@@ -380,6 +399,35 @@ class SharpnessAwareOptimizer(Optimizer):
         self.base_step()
         return first
 
+    # ------------------------------------------------------------------ true weights between steps
+    @contextlib.contextmanager
+    def true_weights(self) -> Iterator[None]:
+        """Context in which the parameters hold the true (unperturbed) weights ``w``.
+
+        For methods that restore ``w`` at the end of every step this does nothing. For MSAM, whose weights
+        wait at the momentum-ascent point between steps, it moves them to ``w`` and back (bit-exactly)
+        on exit. Evaluate, measure sharpness or save ``model.state_dict()`` inside it in a plain PyTorch
+        loop; monai-sam's MONAI engines keep ``w`` outside their iterations on their own.
+        """
+        was_perturbed = self.perturbed_between_steps and self._at_perturbed_point()
+        self.move_to_true_weights()
+        try:
+            yield
+        finally:
+            if was_perturbed:
+                self.move_to_perturbed_point()
+
+    def _at_perturbed_point(self) -> bool:
+        return False
+
+    def move_to_true_weights(self) -> None:
+        """Put the true weights ``w`` into the parameters between steps (no-op unless
+        :attr:`perturbed_between_steps`)."""
+
+    def move_to_perturbed_point(self) -> None:
+        """Move the parameters to where the next step's first pass must run (no-op unless
+        :attr:`perturbed_between_steps`; MSAM: the momentum-ascent point). Idempotent."""
+
     # ------------------------------------------------------------------ hooks for the methods
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
         """Consume the ``.grad`` of pass ``k`` (not the last) and move the weights to pass ``k + 1``."""
@@ -412,6 +460,15 @@ class SharpnessAwareOptimizer(Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             out.append((group, params, [p.grad for p in params]))
         return out
+
+    def _perturbed(self, params: list[Tensor]) -> list[Tensor]:
+        """The members of ``params`` a perturbation may move (``perturb="norm"``: norm-layer ones only).
+
+        Every method takes the tensors it backs up and perturbs from here, so SAM-ON applies to all.
+        """
+        if self._perturbed_ids is None:
+            return params
+        return [p for p in params if id(p) in self._perturbed_ids]
 
     def _record_clean_norm(self, grads: list[Tensor], norm: Tensor | None = None) -> Tensor:
         """Store the clean-gradient status tensors and return the global norm."""
@@ -512,6 +569,17 @@ class SharpnessAwareOptimizer(Optimizer):
                     column.append(v if v is not None else torch.zeros_like(p.grad))
         return out_p, out_s, out_g
 
+    def _ascent_direction_(
+        self, per_group: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]], norm: Tensor
+    ) -> Tensor:
+        """Turn the clean gradients into the ascent direction in place; return the norm to divide by.
+
+        Called by :meth:`_ascend` after the clean norm is recorded and the weights are backed up, with the
+        ``(group, params, grads)`` that are perturbed. SAM: the gradient itself and its norm (``norm``).
+        GCSAM centralises, F-SAM subtracts a moving average; their norms may differ from ``norm``.
+        """
+        return norm
+
     def _ascent_transform(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor | None] | None:
         """Per-tensor element-wise ``T`` of adaptive methods (``None``: identity). SAM: identity.
 
@@ -529,7 +597,18 @@ class SharpnessAwareOptimizer(Optimizer):
         """
         per_group = self._group_grads()
         norm = self._record_clean_norm([g for _, _, grads in per_group for g in grads])
+        resting: list[Tensor] = []  # SAM-ON: parameters with a gradient that stay at w
+        if self._perturbed_ids is not None:
+            chosen = self._perturbed_ids
+            resting = [p for _, params, _ in per_group for p in params if id(p) not in chosen]
+            per_group = [
+                (group, kept, [p.grad for p in kept])
+                for group, params, _ in per_group
+                for kept in [[p for p in params if id(p) in chosen]]
+            ]
+            norm = global_norm([g for _, _, grads in per_group for g in grads], device=norm.device)
         self._backup([p for _, params, _ in per_group for p in params])
+        norm = self._ascent_direction_(per_group, norm)
         transforms = [self._ascent_transform(group, params) for group, params, _ in per_group]
         adaptive = any(t is not None for t in transforms)
         directions = []  # T g per group: in place when g0 is not kept, so it costs no buffer
@@ -539,6 +618,8 @@ class SharpnessAwareOptimizer(Optimizer):
             norm = global_norm([d for ds in directions for d in ds], device=self.last_grad_norm.device)
             self.last_perturbation_skipped = self.last_perturbation_skipped | ~torch.isfinite(norm)
         inv = inverse_norm(norm, self.eps)
+        if resting:  # SAM-ON: the norm is over the perturbed set, but any non-finite g0 still skips
+            inv = torch.where(self.last_perturbation_skipped, torch.zeros_like(inv), inv)
         self._ascent_inv_norm = inv
         for (group, params, _), direction, t in zip(per_group, directions, transforms):
             if not params:
@@ -554,6 +635,8 @@ class SharpnessAwareOptimizer(Optimizer):
                 torch._foreach_add_(params, e)
             else:  # the parameters may hold T now
                 self._move_to_backup_plus(params, e)
+        if keep_clean and resting:
+            self._stash(CLEAN_GRAD, resting)  # g0 of the unperturbed parameters, for the combination
 
     # ------------------------------------------------------------------ checkpointing
     def _extra_state(self) -> dict[str, Any]:

@@ -13,11 +13,15 @@ from torch.optim import Optimizer
 
 from monai_sam.optimizers.asam import ASAM
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
+from monai_sam.optimizers.bsam import BSAM
 from monai_sam.optimizers.crsam import CRSAM
 from monai_sam.optimizers.detsam import DetSAM
 from monai_sam.optimizers.frobsam import FrobSAM
+from monai_sam.optimizers.fsam import FSAM
+from monai_sam.optimizers.gcsam import GCSAM
 from monai_sam.optimizers.gsam import GSAM
 from monai_sam.optimizers.looksam import LookSAM
+from monai_sam.optimizers.msam import MSAM
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
 from monai_sam.optimizers.wsam import WSAM
@@ -44,7 +48,14 @@ METHODS: dict[str, type[SharpnessAwareOptimizer]] = {
     "frobsam": FrobSAM,
     "detsam": DetSAM,
     "looksam": LookSAM,
+    "msam": MSAM,
+    "gcsam": GCSAM,
+    "fsam": FSAM,
+    "bsam": BSAM,
 }
+
+#: options every method takes through the base class (SAM-ON: ``perturb="norm", model=net``).
+SHARED_KEYWORDS = frozenset({"perturb", "model"})
 
 
 def _canonical(name: str) -> str:
@@ -67,9 +78,12 @@ def _keyword_names(cls: type) -> set[str]:
 
 def _method_only_names() -> set[str]:
     """Hyperparameters of any registered method (may be ignored when another method is chosen)."""
-    names: set[str] = set()
+    names: set[str] = set(SHARED_KEYWORDS)
+    plain = set().union(*(_keyword_names(c) for c in PLAIN_OPTIMIZERS.values()))
     for cls in METHODS.values():
-        names |= _keyword_names(cls)
+        own = _keyword_names(cls)
+        # bSAM's lr/betas/weight_decay are base-optimizer names: a wrong one must still raise elsewhere.
+        names |= own - plain if getattr(cls, "own_update", False) else own
     return names
 
 
@@ -88,6 +102,7 @@ def create_optimizer(
     name: str,
     params: Iterable[Tensor] | Iterable[dict[str, Any]],
     base: str | type[Optimizer] = "adam",
+    method_defaults: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Optimizer:
     """Create a sharpness-aware optimizer (or a plain torch one) by name.
@@ -103,7 +118,12 @@ def create_optimizer(
         params: parameters or param-group dicts.
         base: base optimizer of a sharpness-aware method: ``"sgd"``, ``"adam"``, ``"adamw"`` or a class.
             Ignored for plain names.
-        kwargs: method hyperparameters and base-optimizer keyword arguments, e.g. ``lr=1e-4, rho=0.05``.
+        method_defaults: a config's defaults for whichever method it names, e.g. ``{"rho": 0.05}``:
+            each is used when ``kwargs`` does not give that key (or gives None) and the method accepts
+            it, and is silently left out otherwise, so a plain optimizer logs no warning about a
+            default it was never asked to use. A value given in ``kwargs`` is handled as above.
+        kwargs: method hyperparameters and base-optimizer keyword arguments, e.g. ``lr=1e-4, rho=0.05``;
+            every method also takes ``perturb="norm", model=net`` (SAM-ON).
 
     Raises:
         ValueError: unknown name, unknown base, or a keyword argument nobody accepts.
@@ -120,11 +140,23 @@ def create_optimizer(
         base_cls = cls
     elif key in METHODS:
         cls = METHODS[key]
-        method_keys = _keyword_names(cls)
+        method_keys = _keyword_names(cls) | SHARED_KEYWORDS
         base_cls = _resolve_base(base)
+        if getattr(cls, "own_update", False):  # bSAM: its own Adam-like update, no base optimizer
+            if base_cls is not torch.optim.Adam:
+                raise ValueError(
+                    f"create_optimizer({name!r}): {cls.__name__} has its own update and takes no base "
+                    f"optimizer; got base={base!r} (leave the default)."
+                )
+            base_cls = None
     else:
         raise ValueError(f"Unknown optimizer name {name!r}; available: {available_optimizers()}.")
-    base_keys = _keyword_names(base_cls)
+    base_keys = _keyword_names(base_cls) if base_cls is not None else set()
+    for k, v in (method_defaults or {}).items():
+        if kwargs.get(k) is None:
+            kwargs.pop(k, None)
+            if k in method_keys or k in base_keys:
+                kwargs[k] = v
     method_kwargs, base_kwargs, ignored, unknown = {}, {}, [], []
     foreign = _method_only_names()
     for k, v in kwargs.items():
@@ -139,13 +171,13 @@ def create_optimizer(
     if unknown:
         raise ValueError(
             f"create_optimizer({name!r}): unknown keyword argument(s) {sorted(unknown)}; "
-            f"{cls.__name__} accepts {sorted(method_keys)}, "
-            f"base {base_cls.__name__} accepts {sorted(base_keys)}."
+            f"{cls.__name__} accepts {sorted(method_keys)}"
+            + (f", base {base_cls.__name__} accepts {sorted(base_keys)}." if base_cls is not None else ".")
         )
     if ignored:
         logger.warning(
             "create_optimizer(%r): ignoring %s, not used by %s.", name, sorted(ignored), cls.__name__
         )
-    if cls is base_cls:
-        return cls(params, **base_kwargs)
+    if cls is base_cls or base_cls is None:
+        return cls(params, **method_kwargs, **base_kwargs)
     return cls(params, base_cls, **method_kwargs, **base_kwargs)

@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import BACKUP, CLEAN_GRAD, SharpnessAwareOptimizer
 from monai_sam.optimizers.functional import scale_by
+from monai_sam.optimizers.noise import NoiseGenerators
 
 __all__ = ["RandomPerturbationOptimizer"]
 
@@ -65,27 +66,10 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
             start_step=start_step,
             **base_kwargs,
         )
-        self._generators: dict[str, torch.Generator] = {}
-        if generator is not None:
-            self._generators[str(torch.device(generator.device))] = generator
-            self._seed = None
-        else:
-            # Drawn once from the global RNG, so torch.manual_seed() before construction fixes the noise.
-            self._seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        self._noise = NoiseGenerators(type(self).__name__, generator)
 
     def _generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        gen = self._generators.get(key)
-        if gen is None:
-            if self._seed is None:
-                raise RuntimeError(
-                    f"{type(self).__name__}: the given generator is on {next(iter(self._generators))}, "
-                    f"but a parameter lives on {key}."
-                )
-            gen = torch.Generator(device=device)
-            gen.manual_seed(self._seed + len(self._generators))
-            self._generators[key] = gen
-        return gen
+        return self._noise.for_device(device)
 
     def _fill_noise_(self, tensors: list[Tensor]) -> None:
         """Overwrite ``tensors`` with one draw of ``delta`` (method-specific distribution)."""
@@ -96,7 +80,7 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
             params, grads = self._grads()
             self._record_clean_norm(grads)
             self._on_clean(loss)
-            self._backup(params)
+            self._backup(self._perturbed(params))
             self._stash(CLEAN_GRAD, params)
         else:
             self._accumulate(loss)
@@ -154,15 +138,8 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
             p.grad = g0
 
     def _extra_state(self) -> dict[str, Any]:
-        rng = {key: gen.get_state() for key, gen in self._generators.items()}
-        return {**super()._extra_state(), "seed": self._seed, "rng": rng}
+        return {**super()._extra_state(), **self._noise.state_dict()}
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         super()._load_extra_state(extra)
-        if self._seed is not None and extra.get("seed") is not None:
-            self._seed = extra["seed"]
-        for key, value in extra.get("rng", {}).items():
-            device = torch.device(key)
-            gen = self._generators.get(key) if self._seed is None else self._generator(device)
-            if gen is not None:
-                gen.set_state(value)
+        self._noise.load_state_dict(extra)

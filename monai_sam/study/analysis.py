@@ -11,9 +11,19 @@ import numpy as np
 from scipy import stats
 
 from monai_sam.study.config import StudyConfig
-from monai_sam.study.statistics import holm, paired_bootstrap_ci, t_interval, wilcoxon_paired
+from monai_sam.study.statistics import (
+    bootstrap_mean_ci,
+    corrected_resampled_ttest,
+    delong_paired,
+    holm,
+    minimal_detectable_difference,
+    paired_bootstrap_ci,
+    t_interval,
+    wilcoxon_paired,
+)
 
 __all__ = [
+    "BOUNDED_METRICS",
     "COMPARED_METRICS",
     "GAP_METRICS",
     "PERFORMANCE_METRICS",
@@ -22,6 +32,7 @@ __all__ = [
     "claims_table",
     "compare_to_baseline",
     "flatten_run",
+    "pooled_test_predictions",
     "sharpness_gap_correlations",
     "single_class_runs",
     "summarize",
@@ -40,6 +51,16 @@ PERFORMANCE_METRICS: tuple[str, ...] = (
 GAP_METRICS: tuple[str, ...] = ("gap_loss", "gap_accuracy", "test_cross_entropy")
 #: Every metric :func:`compare_to_baseline` tests by default.
 COMPARED_METRICS: tuple[str, ...] = (*PERFORMANCE_METRICS, *GAP_METRICS)
+#: Summary columns with a bounded range (proportions and AUC in [0, 1], the accuracy gap in [-1, 1],
+#: cross-entropy, wall time and passes >= 0): their interval is a percentile bootstrap over runs, which
+#: stays in range. The others (loss gap, sharpness measures) get a Student-t interval.
+BOUNDED_METRICS: tuple[str, ...] = (
+    *PERFORMANCE_METRICS,
+    "test_cross_entropy",
+    "gap_accuracy",
+    "train_wall_s",
+    "passes",
+)
 #: Columns summarised per network x optimizer (mean and CI).
 SUMMARY_METRICS: tuple[str, ...] = (
     *PERFORMANCE_METRICS,
@@ -57,6 +78,8 @@ def flatten_run(record: dict[str, Any]) -> dict[str, Any]:
         k: record.get(k)
         for k in ("run_id", "network", "bundle", "optimizer", "optimizer_name", "fold", "seed")
     }
+    row["repeat"] = record.get("repeat", 0)
+    row["split_seed"] = record.get("split_seed")
     row["rho"] = record.get("rho")
     for prefix in ("test", "train", "gap", "sharpness"):
         for key, value in (record.get(prefix) or {}).items():
@@ -76,7 +99,12 @@ def _as_float(value: Any) -> float:
 
 
 def summarize(rows: list[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Mean and Student-t CI of every summary metric and sharpness column per network x optimizer."""
+    """Mean and CI of every summary metric and sharpness column per network x optimizer.
+
+    The CI of a :data:`BOUNDED_METRICS` column is a percentile bootstrap of the mean over runs
+    (10,000 resamples, seed 0; none with fewer than 3 runs), so it stays in the metric's range; the
+    other columns get a Student-t interval (none with fewer than 2 runs).
+    """
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["network"], row["optimizer"])].append(row)
@@ -85,7 +113,9 @@ def summarize(rows: list[dict[str, Any]], confidence: float = 0.95) -> list[dict
     for (network, optimizer), members in groups.items():
         entry: dict[str, Any] = {"network": network, "optimizer": optimizer, "n": len(members)}
         for metric in (*SUMMARY_METRICS, *sharp_cols):
-            mean, low, high = t_interval([_as_float(m.get(metric)) for m in members], confidence)
+            values = [_as_float(m.get(metric)) for m in members]
+            interval = bootstrap_mean_ci if metric in BOUNDED_METRICS else t_interval
+            mean, low, high = interval(values, confidence)
             entry[f"{metric}_mean"], entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = mean, low, high
         out.append(entry)
     return out
@@ -106,6 +136,12 @@ class Comparison:
         verdict: ``improves``, ``hurts`` or ``no evidence`` at the study's alpha after Holm.
         underpowered: the test could not reach significance after Holm even if every pair agreed
             (``min_p`` times the family size is at least alpha).
+        n_splits: train/test splits (repeat, fold) behind the corrected t-test (seeds averaged).
+        nb_p, nb_p_holm: Nadeau-Bengio corrected resampled t-test p-value, and Holm-adjusted.
+        mdd: the smallest mean difference that test detects with 80% power at ``alpha / m`` (the
+            Holm family of ``m``), from the observed spread of the per-split differences.
+        delong_n, delong_p, delong_p_holm: images and p-value of DeLong's test on the pooled
+            out-of-fold predictions (AUC metrics with saved predictions only, else ``nan``).
     """
 
     network: str
@@ -121,22 +157,118 @@ class Comparison:
     method: str
     verdict: str = "no evidence"
     underpowered: bool = False
+    n_splits: int = 0
+    nb_p: float = math.nan
+    nb_p_holm: float = math.nan
+    mdd: float = math.nan
+    delong_n: int = 0
+    delong_p: float = math.nan
+    delong_p_holm: float = math.nan
 
 
-def _paired_values(rows, network, optimizer, baseline, metric) -> tuple[np.ndarray, np.ndarray]:
-    """Values of ``optimizer`` and ``baseline`` on the same (fold, seed) pairs of one network."""
+def _pair_key(row: dict[str, Any]) -> tuple[int, int, int]:
+    """The (repeat, fold, seed) identity shared by the paired runs of two optimizers."""
+    return (int(row.get("repeat") or 0), int(row["fold"]), int(row["seed"]))
+
+
+def _paired_values(
+    rows, network, optimizer, baseline, metric, with_keys: bool = False
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+    """Values of ``optimizer`` and ``baseline`` on the same (repeat, fold, seed) of one network."""
     by_key: dict[str, dict[tuple, float]] = {optimizer: {}, baseline: {}}
     for row in rows:
         if row["network"] == network and row["optimizer"] in by_key:
-            by_key[row["optimizer"]][(row["fold"], row["seed"])] = _as_float(row.get(metric))
+            by_key[row["optimizer"]][_pair_key(row)] = _as_float(row.get(metric))
     keys = sorted(set(by_key[optimizer]) & set(by_key[baseline]))
-    return (np.array([by_key[optimizer][k] for k in keys]), np.array([by_key[baseline][k] for k in keys]))
+    a, b = np.array([by_key[optimizer][k] for k in keys]), np.array([by_key[baseline][k] for k in keys])
+    return (a, b, keys) if with_keys else (a, b)
+
+
+def _split_differences(a: np.ndarray, b: np.ndarray, keys: list[tuple[int, int, int]]) -> np.ndarray:
+    """Mean paired difference per train/test split (repeat, fold), averaging over training seeds.
+
+    Seeds of one split share its training and test images, so they are not further resamples of the
+    data: the corrected t-test treats their mean as one observation.
+    """
+    per_split: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for (repeat, fold, _), diff in zip(keys, a - b):
+        if not math.isnan(diff):
+            per_split[(repeat, fold)].append(float(diff))
+    return np.array([np.mean(v) for _, v in sorted(per_split.items())])
+
+
+def _test_train_ratio(rows: list[dict[str, Any]], network: str, config: StudyConfig) -> float:
+    """``n_test / n_train`` of the network's runs (from the recorded set sizes, else ``1 / (k - 1)``)."""
+    sizes = np.array(
+        [(_as_float(r.get("test_n")), _as_float(r.get("train_n"))) for r in rows if r["network"] == network]
+    )
+    sizes = sizes[~np.isnan(sizes).any(axis=1)] if sizes.size else sizes
+    ratio = float(sizes[:, 0].sum() / sizes[:, 1].sum()) if len(sizes) else math.nan
+    return ratio if math.isfinite(ratio) and ratio > 0 else 1.0 / (int(config.data["folds"]) - 1)
+
+
+def pooled_test_predictions(
+    records: list[dict[str, Any]], network: str, optimizer: str, keys: set[tuple[int, int, int]]
+) -> dict[str, tuple[int, np.ndarray]]:
+    """Out-of-fold test predictions of one network x optimizer, pooled per image.
+
+    Over the given (repeat, fold, seed) runs, every image's class probabilities are averaged (each
+    repeat and seed predicts every image once, on the fold where it is a test image).
+
+    Args:
+        records: raw run records (with ``test_predictions``).
+        network: the network.
+        optimizer: the optimizer label.
+        keys: the (repeat, fold, seed) runs to pool (those shared with the other side of a comparison).
+
+    Returns:
+        image id -> (label, mean probabilities); empty when the records hold no predictions.
+    """
+    sums: dict[str, list] = {}
+    for record in records:
+        if record.get("network") != network or record.get("optimizer") != optimizer:
+            continue
+        if _pair_key(record) not in keys or not record.get("test_predictions"):
+            continue
+        pred = record["test_predictions"]
+        for image_id, label, probs in zip(pred["ids"], pred["labels"], pred["probs"]):
+            entry = sums.setdefault(image_id, [int(label), np.zeros(len(probs)), 0])
+            entry[1] = entry[1] + np.asarray(probs, dtype=np.float64)
+            entry[2] += 1
+    return {k: (v[0], v[1] / v[2]) for k, v in sums.items()}
+
+
+def _delong(
+    records: list[dict[str, Any]], network: str, optimizer: str, baseline: str, keys: list, num_classes: int
+) -> tuple[int, float]:
+    """(images, p) of DeLong's test between two optimizers' pooled out-of-fold predictions."""
+    a = pooled_test_predictions(records, network, optimizer, set(keys))
+    b = pooled_test_predictions(records, network, baseline, set(keys))
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        return 0, math.nan
+    labels = np.array([a[i][0] for i in ids])
+    pa, pb = np.stack([a[i][1] for i in ids]), np.stack([b[i][1] for i in ids])
+    if num_classes == 2:  # the binary test on the positive (second) class
+        pa, pb = pa[:, -1], pb[:, -1]
+    try:
+        return len(ids), delong_paired(labels, pa, pb).p_value
+    except ValueError:  # a class with fewer than two images
+        return len(ids), math.nan
 
 
 def compare_to_baseline(
-    rows: list[dict[str, Any]], config: StudyConfig, metrics: tuple[str, ...] = COMPARED_METRICS
+    rows: list[dict[str, Any]],
+    config: StudyConfig,
+    metrics: tuple[str, ...] = COMPARED_METRICS,
+    records: list[dict[str, Any]] | None = None,
 ) -> list[Comparison]:
     """Paired Wilcoxon + bootstrap comparison of every optimizer with the baseline, per network.
+
+    Beside the Wilcoxon test: the Nadeau-Bengio corrected resampled t-test over the train/test
+    splits (seeds averaged per split), its minimal detectable difference, and, for the macro AUC
+    when ``records`` (the raw run records) hold test predictions, DeLong's test on the pooled
+    out-of-fold predictions of the same images. Each test is Holm-corrected on its own.
 
     The Holm family is all network x optimizer comparisons of one metric. The verdict is
     ``improves``/``hurts`` when the Holm-adjusted p-value is below ``analysis.alpha``, otherwise
@@ -149,12 +281,16 @@ def compare_to_baseline(
     optimizers = [o.label for o in config.optimizers if o.label != baseline]
     results: list[Comparison] = []
     for metric in metrics:
-        family = []
+        family: list[Comparison] = []
+        spreads: list[tuple[float, float]] = []  # (std of the split differences, n_test / n_train)
         for network in networks:
             for optimizer in optimizers:
-                a, b = _paired_values(rows, network, optimizer, baseline, metric)
+                a, b, keys = _paired_values(rows, network, optimizer, baseline, metric, with_keys=True)
                 if a.size == 0:
                     continue
+                splits = _split_differences(a, b, keys)
+                ratio = _test_train_ratio(rows, network, config)
+                nb = corrected_resampled_ttest(splits, ratio)
                 test = wilcoxon_paired(a, b)
                 mean, low, high = paired_bootstrap_ci(
                     a, b, analysis["confidence"], int(analysis["bootstrap_resamples"]), seed=0
@@ -172,9 +308,21 @@ def compare_to_baseline(
                         1.0,
                         test.min_p,
                         test.method,
+                        n_splits=nb.n,
+                        nb_p=nb.p_value,
                     )
                 )
+                spreads.append((nb.std, ratio))
+                if metric == "test_macro_auc" and records:
+                    n_classes = int(config.data["num_classes"])
+                    family[-1].delong_n, family[-1].delong_p = _delong(
+                        records, network, optimizer, baseline, keys, n_classes
+                    )
         adjusted = holm([c.wilcoxon_p for c in family])
+        nb_holm, delong_holm = holm([c.nb_p for c in family]), holm([c.delong_p for c in family])
+        for comp, nb_adj, dl_adj, (std, ratio) in zip(family, nb_holm, delong_holm, spreads):
+            comp.nb_p_holm, comp.delong_p_holm = float(nb_adj), float(dl_adj)
+            comp.mdd = minimal_detectable_difference(std, comp.n_splits, ratio, alpha / len(family))
         for comp, p_adj in zip(family, adjusted):
             comp.p_holm = float(p_adj)
             # best case: every pair agrees and this is the family's smallest p (Holm multiplies by m)

@@ -8,8 +8,10 @@ A study YAML looks like this (every key but ``optimizers`` and ``networks`` has 
       dataset_dir: null     # folder of class sub-folders; busi: found via MONAI_SAM_BUSI_DIR
       num_classes: 3        # 3, or 2 for benign versus malignant
       folds: 5              # leakage-free stratified k-fold (duplicates kept in one fold)
+      repeats: 1            # repeated k-fold: repeat j uses split seed split_seed + j
       split_seed: 0
       phantom: {num_per_class: 30, image_size: 64}   # only for source: phantom
+      reader_options: {frame: 0, nifti_slice: null, crop_region: true}   # DICOM/NIfTI (docs/data.md)
     networks: [resnet18, vit_small]          # or {name: resnet18, bundle: breast_us_cnn}
     optimizers:
       - adam
@@ -68,7 +70,17 @@ PRESETS: tuple[str, ...] = ("quick", "busi-cpu", "paper")
 
 _TOP_KEYS = {"name", "data", "networks", "optimizers", "folds", "seeds", "train", "evaluation", "sharpness"}
 _TOP_KEYS |= {"analysis", "bundles_dir", "continue_on_error"}
-_DATA_KEYS = {"source", "dataset_dir", "num_classes", "folds", "split_seed", "phantom", "val_fraction"}
+_DATA_KEYS = {
+    "source",
+    "dataset_dir",
+    "num_classes",
+    "folds",
+    "repeats",
+    "split_seed",
+    "phantom",
+    "val_fraction",
+}
+_DATA_KEYS |= {"reader_options"}  # optional (no default): DICOM frame, NIfTI slice, region crop
 _TRAIN_KEYS = {
     "max_epochs",
     "batch_size",
@@ -191,6 +203,13 @@ class StudyConfig:
         data = _section(raw, "data", _DATA_KEYS, source, _DATA_DEFAULTS)
         if data["source"] not in _SOURCES:
             raise ValueError(f"{source}: data.source must be one of {_SOURCES}, got {data['source']!r}")
+        if data.get("reader_options") is not None:
+            from monai_sam.data.image_reading import ReadOptions
+
+            try:
+                ReadOptions.coerce(data["reader_options"])
+            except ValueError as err:
+                raise ValueError(f"{source}: data.reader_options: {err}") from err
         if data["source"] == "folder" and not data.get("dataset_dir"):
             raise ValueError(f"{source}: data.source 'folder' needs data.dataset_dir")
         if int(data["num_classes"]) not in (2, 3):
@@ -200,6 +219,8 @@ class StudyConfig:
             raise ValueError(
                 f"{source}: data.folds must be at least 2 (k-fold cross-validation), got {n_folds}"
             )
+        if int(data["repeats"]) < 1:
+            raise ValueError(f"{source}: data.repeats must be at least 1, got {data['repeats']}")
         folds = list(range(n_folds)) if raw.get("folds") is None else [int(f) for f in raw["folds"]]
         bad = [f for f in folds if not 0 <= f < n_folds]
         if bad:
@@ -254,14 +275,22 @@ class StudyConfig:
         ]
         return out
 
+    @property
+    def split_seeds(self) -> list[int]:
+        """The split seed of every k-fold repeat: ``split_seed + j`` for repeat ``j``."""
+        return [int(self.data["split_seed"]) + j for j in range(int(self.data["repeats"]))]
+
     def fingerprint(self) -> str:
         """Hash of everything that changes a run's result (data, training, evaluation, sharpness).
 
         An output directory of another fingerprint is refused; within one, each run is also checked
         against its own cell's settings (see :func:`monai_sam.study.runner.run_fingerprint`).
+        ``data.repeats`` is left out: adding repeats to a study only adds runs, like adding seeds.
         """
         keys = ("data", "train", "evaluation", "sharpness")
-        payload = json.dumps({k: self.to_dict()[k] for k in keys}, sort_keys=True, default=str)
+        payload_dict = {k: self.to_dict()[k] for k in keys}
+        payload_dict["data"].pop("repeats", None)
+        payload = json.dumps(payload_dict, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -270,6 +299,7 @@ _DATA_DEFAULTS: dict[str, Any] = {
     "dataset_dir": None,
     "num_classes": 3,
     "folds": 5,
+    "repeats": 1,
     "split_seed": 0,
     "val_fraction": 0.15,
     "phantom": {"num_per_class": 30, "image_size": 64},

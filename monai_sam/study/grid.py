@@ -1,4 +1,4 @@
-"""The grid of a study: one :class:`RunSpec` per network x optimizer x fold x seed."""
+"""The grid of a study: one :class:`RunSpec` per network x optimizer x repeat x fold x seed."""
 
 from __future__ import annotations
 
@@ -18,25 +18,29 @@ class RunSpec:
         optimizer: the optimizer and its hyperparameters.
         fold: the cross-validation fold used as test set.
         seed: the training seed (weight init, data order, augmentation).
+        repeat: which k-fold partition of repeated k-fold (0: the first).
     """
 
     network: NetworkSpec
     optimizer: OptimizerSpec
     fold: int
     seed: int
+    repeat: int = 0
 
     @property
     def run_id(self) -> str:
         """A file-name-safe id, unique within a study, e.g. ``resnet18__sam__fold0__seed0``."""
         label = "".join(c if c.isalnum() or c in "-_." else "-" for c in self.optimizer.label)
-        return f"{self.network.name}__{label}__fold{self.fold}__seed{self.seed}"
+        rep = f"__rep{self.repeat}" if self.repeat else ""  # repeat 0 keeps the ids of plain k-fold
+        return f"{self.network.name}__{label}{rep}__fold{self.fold}__seed{self.seed}"
 
     def train_settings(self, study_train: dict) -> dict:
         """The study's ``train`` section with this network's own settings applied."""
         return {**study_train, **self.network.train}
 
     def describe(self) -> dict:
-        """The identity fields stored in every run record."""
+        """The identity fields stored in every run record (``repeat`` only for repeats after the first,
+        so records and fingerprints of plain k-fold studies stay as they were)."""
         return {
             "run_id": self.run_id,
             "network": self.network.name,
@@ -48,17 +52,19 @@ class RunSpec:
             "optimizer_kwargs": dict(self.optimizer.kwargs),
             "fold": self.fold,
             "seed": self.seed,
+            **({"repeat": self.repeat} if self.repeat else {}),
         }
 
 
 def expand_grid(config: StudyConfig) -> list[RunSpec]:
     """All runs of ``config``, ordered fold-major so early results already pair up across optimizers.
 
-    The order is fold, seed, network, optimizer: after the first fold every optimizer has a result to
-    compare, which makes an interrupted study still useful.
+    The order is repeat, fold, seed, network, optimizer: after the first fold every optimizer has a
+    result to compare, which makes an interrupted study still useful.
     """
     return [
-        RunSpec(network=net, optimizer=opt, fold=fold, seed=seed)
+        RunSpec(network=net, optimizer=opt, fold=fold, seed=seed, repeat=repeat)
+        for repeat in range(int(config.data["repeats"]))
         for fold in config.folds
         for seed in config.seeds
         for net in config.networks

@@ -12,10 +12,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
-from monai_sam.study.analysis import Comparison
+from monai_sam.study.analysis import BOUNDED_METRICS, PERFORMANCE_METRICS, Comparison
 
-__all__ = ["plot_curves", "plot_differences", "plot_metric_summary", "plot_sharpness_gap"]
+__all__ = [
+    "key_metric_name",
+    "plot_curves",
+    "plot_differences",
+    "plot_metric_summary",
+    "plot_sharpness_gap",
+]
 
 
 def _finite(values) -> np.ndarray:
@@ -33,12 +40,17 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_metric_summary(summary: list[dict[str, Any]], metric: str, path: Path) -> Path:
-    """Grouped bars: mean ``metric`` per optimizer (bars) and network (groups), with CI whiskers."""
+    """Grouped bars: mean ``metric`` per optimizer (bars) and network (groups), with CI whiskers.
+
+    A metric in [0, 1] (:data:`~monai_sam.study.analysis.PERFORMANCE_METRICS`) gets the axis [0, 1].
+    Bars without a whisker had too few runs for an interval, which the title says.
+    """
     networks = list(dict.fromkeys(s["network"] for s in summary))
     optimizers = list(dict.fromkeys(s["optimizer"] for s in summary))
     width = 0.8 / max(len(optimizers), 1)
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(networks) * max(1, len(optimizers) / 3)), 3.6))
     lookup = {(s["network"], s["optimizer"]): s for s in summary}
+    missing = False
     for j, opt in enumerate(optimizers):
         xs, means, errs = [], [], [[], []]
         for i, net in enumerate(networks):
@@ -46,20 +58,54 @@ def plot_metric_summary(summary: list[dict[str, Any]], metric: str, path: Path) 
             if entry is None:
                 continue
             mean, low, high = (entry[f"{metric}_{k}"] for k in ("mean", "ci_low", "ci_high"))
+            missing |= math.isnan(low) or math.isnan(high)
             xs.append(i + (j - (len(optimizers) - 1) / 2) * width)
             means.append(mean)
             errs[0].append(0 if math.isnan(low) else mean - low)
             errs[1].append(0 if math.isnan(high) else high - mean)
         ax.bar(xs, means, width, yerr=errs, capsize=2, label=opt)
     ax.set_xticks(range(len(networks)), networks)
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{metric.replace('_', ' ')}: mean and 95% t-interval")
+    name = metric.replace("_", " ")
+    ax.set_ylabel(name)
+    if metric in PERFORMANCE_METRICS:
+        ax.set_ylim(0.0, 1.0)
+    kind = "percentile bootstrap over runs" if metric in BOUNDED_METRICS else "t-interval"
+    title = f"{name}: mean and 95% {kind}"
+    if missing:
+        title += "\n(no whisker: too few runs for an interval)"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=min(len(optimizers), 6))
     return _save(fig, path)
 
 
+def key_metric_name(curves: dict[str, Any]) -> str | None:
+    """Name of the validation key metric of a run's curves (the ``val_*`` curve equal to it), or None."""
+    key = curves.get("val_key_metric")
+    if not key:
+        return None
+    target = _finite(key)
+    for name, values in curves.items():
+        if (
+            name in ("val_key_metric", "val_epoch")
+            or not name.startswith("val_")
+            or not isinstance(values, list)
+        ):
+            continue
+        other = _finite(values) if all(isinstance(v, (int, float)) or v is None for v in values) else None
+        if other is not None and other.shape == target.shape and np.allclose(other, target, equal_nan=True):
+            return name
+    return None
+
+
+def _network_key_metric(records: list[dict[str, Any]], network: str) -> str:
+    """The key metric's name for the axis of ``network`` (all its runs), or a plain description."""
+    names = {key_metric_name(r.get("curves") or {}) for r in records if r["network"] == network}
+    names.discard(None)
+    return f"validation {names.pop()}" if len(names) == 1 else "validation key metric"
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
-    """Per-epoch training loss and validation key metric, averaged over folds and seeds."""
+    """Per-epoch training loss and validation key metric (named on the axis), mean over folds and seeds."""
     networks = list(dict.fromkeys(r["network"] for r in records))
     fig, axes = plt.subplots(2, max(len(networks), 1), figsize=(4 * max(len(networks), 1), 6), squeeze=False)
     for col, net in enumerate(networks):
@@ -68,7 +114,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
             if rec["network"] == net and rec.get("curves"):
                 grouped[rec["optimizer"]].append(rec["curves"])
         for opt, curves in grouped.items():
-            for row, key in enumerate(("train_loss", "val_key_metric")):
+            for row, (key, epochs) in enumerate((("train_loss", "epoch"), ("val_key_metric", "val_epoch"))):
                 length = max(len(c.get(key, [])) for c in curves)
                 if length == 0:
                     continue
@@ -78,10 +124,12 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
                     padded[k, : values.size] = values
                 with np.errstate(invalid="ignore"):
                     mean = np.nanmean(padded, axis=0)
-                axes[row, col].plot(np.arange(1, length + 1), mean, marker=".", label=opt)
+                longest = max(curves, key=lambda c: len(c.get(key, [])))
+                xs = longest.get(epochs) or list(range(1, length + 1))  # validation may skip epochs
+                axes[row, col].plot(np.asarray(xs[:length]), mean, marker=".", label=opt)
         axes[0, col].set_title(net)
         axes[0, col].set_ylabel("training loss")
-        axes[1, col].set_ylabel("validation key metric")
+        axes[1, col].set_ylabel(_network_key_metric(records, net))
         axes[1, col].set_xlabel("epoch")
         axes[1, col].xaxis.get_major_locator().set_params(integer=True)
         axes[0, col].xaxis.get_major_locator().set_params(integer=True)
@@ -119,16 +167,48 @@ def plot_sharpness_gap(
 
 
 def plot_differences(comparisons: list[Comparison], metric: str, path: Path) -> Path:
-    """Mean paired difference to the baseline with bootstrap CIs, one row per network x optimizer."""
+    """Mean paired difference to the baseline with bootstrap CIs, one row per network x optimizer.
+
+    The colour is the verdict and the legend says which; a comparison with too few pairs for a
+    bootstrap interval is drawn as a hollow marker without whiskers, and the legend says so.
+    """
     comps = [c for c in comparisons if c.metric == metric]
-    fig, ax = plt.subplots(figsize=(6, 0.35 * max(len(comps), 2) + 1.2))
+    fig, ax = plt.subplots(figsize=(6, 0.35 * max(len(comps), 2) + 1.6))
     colours = {"improves": "tab:green", "hurts": "tab:red", "no evidence": "tab:gray"}
+    verdicts, too_few = [], set()
     for i, c in enumerate(comps):
-        low = 0 if math.isnan(c.boot_low) else c.mean_diff - c.boot_low
-        high = 0 if math.isnan(c.boot_high) else c.boot_high - c.mean_diff
-        ax.errorbar(c.mean_diff, i, xerr=[[low], [high]], fmt="o", color=colours[c.verdict], capsize=3)
+        colour = colours[c.verdict]
+        verdicts.append(c.verdict)
+        if math.isnan(c.boot_low) or math.isnan(c.boot_high):
+            ax.plot(c.mean_diff, i, "o", mfc="white", mec=colour, ms=7)
+            too_few.add(c.n)
+        else:
+            low, high = c.mean_diff - c.boot_low, c.boot_high - c.mean_diff
+            ax.errorbar(c.mean_diff, i, xerr=[[low], [high]], fmt="o", color=colour, capsize=3)
+    handles = [
+        Line2D([], [], marker="o", ls="none", color=colours[v], label=f"verdict: {v}")
+        for v in colours
+        if v in verdicts
+    ]
+    if too_few:
+        pairs = "/".join(str(n) for n in sorted(too_few))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                ls="none",
+                mfc="white",
+                mec="tab:gray",
+                label=f"no CI: {pairs} pairs (< 3)",
+            )
+        )
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(comps)), [f"{c.network} / {c.optimizer}" for c in comps])
-    ax.set_xlabel(f"{metric.replace('_', ' ')}: optimizer minus baseline\n(paired, bootstrap 95% CI)")
+    ax.set_xlabel(
+        f"{metric.replace('_', ' ')}: optimizer minus baseline\n(mean paired difference, bootstrap 95% CI)"
+    )
     ax.invert_yaxis()
     return _save(fig, path)

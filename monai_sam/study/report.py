@@ -21,8 +21,15 @@ from monai_sam.study.analysis import (
 )
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.grid import expand_grid
-from monai_sam.study.plots import plot_curves, plot_differences, plot_metric_summary, plot_sharpness_gap
+from monai_sam.study.plots import (
+    key_metric_name,
+    plot_curves,
+    plot_differences,
+    plot_metric_summary,
+    plot_sharpness_gap,
+)
 from monai_sam.study.runner import load_runs, read_study_config
+from monai_sam.study.statistics import MIN_BOOTSTRAP_SIZE
 
 __all__ = ["write_csv", "write_report"]
 
@@ -68,13 +75,14 @@ def _power_note(comparisons: list[Comparison], alpha: float) -> str:
             "No paired comparison is possible yet "
             "(the baseline and another optimizer must share folds and seeds)."
         )
-    n = min(c.n for c in comparisons)
+    low, high = min(c.n for c in comparisons), max(c.n for c in comparisons)
     m = len(comparisons)
     best = min(c.min_p for c in comparisons)
+    pairs = f"n = {low}" if low == high else f"between n = {low} and n = {high}"
     text = (
-        f"Each comparison has n = {n} paired runs (folds x seeds). The exact two-sided Wilcoxon test cannot "
-        f"return p below 2/2^n = {best:.4f}, and Holm over the {m} comparisons of one metric needs "
-        f"p < {alpha}/{m} = {alpha / m:.4f} for the strongest one. "
+        f"Each comparison has {pairs} paired runs (repeats x folds x seeds). With the most pairs, the "
+        f"exact two-sided Wilcoxon test cannot return p below 2/2^n = {best:.4f}, and Holm over the {m} "
+        f"comparisons of one metric needs p < {alpha}/{m} = {alpha / m:.4f} for the strongest one. "
     )
     if best * m >= alpha:
         text += (
@@ -89,6 +97,24 @@ def _power_note(comparisons: list[Comparison], alpha: float) -> str:
             "in every pair can reach it."
         )
     return text
+
+
+def _other_tests_note(comparisons: list[Comparison], alpha: float) -> str:
+    """What the corrected t-test, DeLong's test and the detectable difference columns mean."""
+    if not comparisons:
+        return ""
+    m = len(comparisons)
+    return (
+        "**Corrected t p**: Nadeau-Bengio corrected resampled t-test over the train/test splits (repeats x "
+        "folds, training seeds averaged per split), whose variance is inflated by n_test/n_train because "
+        "cross-validation training sets overlap; Holm-adjusted in brackets. **DeLong p**: DeLong's test of "
+        "the macro one-vs-rest AUC difference on the pooled out-of-fold test predictions of the same images "
+        "(each image's probabilities averaged over repeats and seeds); Holm-adjusted in brackets. "
+        f"**Detectable diff**: the smallest true mean difference the corrected t-test detects with 80% "
+        f"power at alpha/{m} = {alpha / m:.4f} (the strictest Holm step), from the observed spread of the "
+        "per-split differences: a 'no evidence' verdict rules out differences larger than this, not "
+        "smaller ones."
+    )
 
 
 def _settings(config: StudyConfig, n_done: int, n_total: int, n_extra: int = 0) -> str:
@@ -109,7 +135,7 @@ def _settings(config: StudyConfig, n_done: int, n_total: int, n_extra: int = 0) 
             + (f", plus {n_extra} runs of the same settings outside it (included below)" if n_extra else ""),
             f"- Data: {data['source']} ({data.get('dataset_dir') or 'default location'}), "
             f"{data['num_classes']} classes, {data['folds']}-fold stratified cross-validation "
-            f"(split seed {data['split_seed']}); folds run: {config.folds}; "
+            f"x {data['repeats']} repeat(s) (split seeds {config.split_seeds}); folds run: {config.folds}; "
             f"seeds: {config.seeds}",
             "- Networks: " + ", ".join(f"{n.name} ({n.bundle}{_own(n.train)})" for n in config.networks),
             f"- Optimizers: {opts}",
@@ -133,8 +159,12 @@ def _metric_tables(summary: list[dict[str, Any]]) -> str:
         [s["network"], s["optimizer"], str(s["n"])] + [_ci(s, m) for m in PERFORMANCE_METRICS]
         for s in summary
     ]
-    text = "### Test-fold metrics (mean [95% t-interval])\n\n" + _table(
-        ["network", "optimizer", "n", *perf], rows
+    text = (
+        "### Test-fold metrics (mean [95% percentile bootstrap interval over runs])\n\n"
+        "The metrics are bounded to [0, 1], and so are their intervals: a percentile bootstrap of the mean "
+        f"over the runs (10,000 resamples, seed 0), given from {MIN_BOOTSTRAP_SIZE} runs on (a mean alone "
+        "below that). With few runs it cannot exceed the observed range and is narrower than the true "
+        "uncertainty.\n\n" + _table(["network", "optimizer", "n", *perf], rows)
     )
     sharp = sorted(
         {
@@ -150,8 +180,11 @@ def _metric_tables(summary: list[dict[str, Any]]) -> str:
         for s in summary
     ]
     names = [c.removeprefix("sharpness_") for c in cols]
-    text += "\n\n### Generalization gap, sharpness at the end of training, and cost\n\n" + _table(
-        ["network", "optimizer", *names], rows
+    text += (
+        "\n\n### Generalization gap, sharpness at the end of training, and cost\n\n"
+        "Intervals: percentile bootstrap over runs for the bounded columns (`gap_accuracy`, "
+        "`train_wall_s`, `passes`), Student t for the unbounded ones (`gap_loss`, sharpness).\n\n"
+        + _table(["network", "optimizer", *names], rows)
     )
     return text
 
@@ -168,9 +201,12 @@ def _comparison_table(comparisons: list[Comparison], metric: str) -> str:
                 c.network,
                 c.optimizer,
                 str(c.n),
-                f"{c.mean_diff:+.3f} [{_fmt(c.boot_low)}, {_fmt(c.boot_high)}]",
+                _difference(c),
                 f"{_fmt(c.wilcoxon_p)} ({c.method})",
                 _fmt(c.p_holm),
+                f"{_fmt(c.nb_p)} ({_fmt(c.nb_p_holm)})",
+                f"{_fmt(c.delong_p)} ({_fmt(c.delong_p_holm)})" if c.delong_n else "-",
+                f"±{_fmt(c.mdd)}" if not math.isnan(c.mdd) else "-",
                 verdict,
             ]
         )
@@ -181,9 +217,19 @@ def _comparison_table(comparisons: list[Comparison], metric: str) -> str:
         "mean diff [bootstrap 95% CI]",
         "Wilcoxon p",
         "Holm p",
+        "corrected t p (Holm)",
+        "DeLong p (Holm)",
+        "detectable diff",
         "verdict",
     ]
     return _table(header, rows)
+
+
+def _difference(c: Comparison) -> str:
+    """``+0.012 [low, high]``, or the mean with the reason there is no bootstrap interval."""
+    if math.isnan(c.boot_low) or math.isnan(c.boot_high):
+        return f"{c.mean_diff:+.3f} (no CI: {c.n} pairs, the bootstrap needs at least {MIN_BOOTSTRAP_SIZE})"
+    return f"{c.mean_diff:+.3f} [{_fmt(c.boot_low)}, {_fmt(c.boot_high)}]"
 
 
 def _verdict_grid(comparisons: list[Comparison]) -> str:
@@ -215,7 +261,7 @@ def write_report(
     metric = "test_" + config.analysis["metric"]
     alpha = float(config.analysis["alpha"])
     summary = summarize(rows, float(config.analysis["confidence"]))
-    comparisons = compare_to_baseline(rows, config)
+    comparisons = compare_to_baseline(rows, config, records=records)
     correlations = sharpness_gap_correlations(rows)
     if rows:
         write_csv(out / "runs.csv", rows)
@@ -262,6 +308,7 @@ def write_report(
         "the interval is a percentile bootstrap of the mean paired "
         "difference (10,000 resamples of pairs, seed 0).\n\n" + _comparison_table(comparisons, metric),
         _power_note(primary, alpha),
+        _other_tests_note(primary, alpha),
         f"![differences]({link['differences']})",
         "## The paper's claims, on this study's data\n\n"
         "Claims of Hassan, Vakanski and Xian (arXiv:2408.04065), judged on the verdicts above "
@@ -275,7 +322,8 @@ def write_report(
         "test accuracy) and the test cross-entropy, smaller is better: `improves` means a smaller value than "
         "the baseline.\n\n" + _verdict_grid(comparisons),
         "## Training curves\n\n"
-        "Mean over folds and seeds of the training loss and the validation key metric.\n\n"
+        "Mean over folds and seeds of the training loss and the validation key metric "
+        f"({_key_metrics(records)}).\n\n"
         f"![curves]({link['curves']})",
         "## Sharpness against generalization gap\n\n"
         "Gap = test loss minus training loss, both in eval mode with the evaluation transforms. "
@@ -295,13 +343,19 @@ def write_report(
             ],
         )
         + f"\n\n![sharpness vs gap]({link['sharpness']})",
-        "Files: `runs.csv` (one row per run), `summary.csv` (means and t-intervals), "
+        "Files: `runs.csv` (one row per run), `summary.csv` (means and intervals), "
         "`comparisons.csv` (every metric), "
         "`runs/*.json` (full records with per-epoch curves).",
     ]
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path
+
+
+def _key_metrics(records: list[dict[str, Any]]) -> str:
+    """The validation key metrics of the runs' curves, by name (``val_auc``), for the curves' caption."""
+    names = sorted({n for r in records if (n := key_metric_name(r.get("curves") or {}))})
+    return ", ".join(f"`{n}`" for n in names) if names else "its name was not recorded"
 
 
 def _relative(path: Path, start: Path) -> str:

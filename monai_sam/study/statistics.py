@@ -5,9 +5,17 @@
   distribution when there are no ties or zero differences, the normal approximation otherwise, as
   scipy decides), plus the smallest p-value the exact test can reach with that many pairs, so a
   report can say when a comparison could never have been significant.
-* :func:`paired_bootstrap_ci`: percentile bootstrap CI of the mean paired difference, deterministic
-  for a given seed.
+* :func:`bootstrap_mean_ci`: percentile bootstrap CI of a mean, deterministic for a given seed; it
+  never leaves the range of the values, so a bounded metric's interval stays within its bounds.
+* :func:`paired_bootstrap_ci`: the same for the mean paired difference.
 * :func:`holm`: Holm-Bonferroni step-down adjustment across a family of comparisons.
+* :func:`corrected_resampled_ttest`: Nadeau and Bengio's corrected resampled t-test for
+  cross-validation differences whose training sets overlap.
+* :func:`delong_paired`: DeLong's test of the difference of two correlated ROC AUCs on the same
+  images (binary, or the macro one-vs-rest AUC of several classes), with Sun and Xu's mid-rank
+  algorithm.
+* :func:`minimal_detectable_difference`: the smallest mean difference the corrected t-test detects
+  with a given power, from the observed spread of the differences.
 """
 
 from __future__ import annotations
@@ -18,7 +26,23 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["WilcoxonResult", "holm", "min_wilcoxon_p", "paired_bootstrap_ci", "t_interval", "wilcoxon_paired"]
+__all__ = [
+    "DeLongResult",
+    "TTestResult",
+    "WilcoxonResult",
+    "bootstrap_mean_ci",
+    "corrected_resampled_ttest",
+    "delong_paired",
+    "holm",
+    "min_wilcoxon_p",
+    "minimal_detectable_difference",
+    "paired_bootstrap_ci",
+    "t_interval",
+    "wilcoxon_paired",
+]
+
+#: Fewest values a bootstrap interval is computed from: resampling one or two numbers says nothing.
+MIN_BOOTSTRAP_SIZE = 3
 
 
 _NAN = float("nan")
@@ -109,14 +133,28 @@ def paired_bootstrap_ci(
     narrow (it cannot exceed the range of the differences); read it alongside the Wilcoxon test.
     """
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    diff = diff[~np.isnan(diff)]
-    small = _mean_without_interval(diff, 3)
+    return bootstrap_mean_ci(diff, confidence, n_resamples, seed)
+
+
+def bootstrap_mean_ci(
+    values, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and its percentile bootstrap CI ``(mean, low, high)`` (NaNs dropped).
+
+    Deterministic for a given ``seed``. The interval lies within ``[min(values), max(values)]``, so
+    for a metric bounded to ``[0, 1]`` (accuracy, sensitivity, AUC) it stays in ``[0, 1]``, unlike a
+    Student-t interval. With fewer than :data:`MIN_BOOTSTRAP_SIZE` values it is ``(nan, nan)``; with
+    few values it is narrower than the true uncertainty (it cannot exceed the observed range).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    small = _mean_without_interval(arr, MIN_BOOTSTRAP_SIZE)
     if small is not None:
         return small
-    mean = float(diff.mean())
+    mean = float(arr.mean())
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n_resamples, diff.size))
-    means = diff[idx].mean(axis=1)
+    idx = rng.integers(0, arr.size, size=(n_resamples, arr.size))
+    means = arr[idx].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return mean, float(low), float(high)
@@ -139,3 +177,197 @@ def holm(p_values) -> np.ndarray:
     adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+@dataclass(frozen=True)
+class TTestResult:
+    """Outcome of :func:`corrected_resampled_ttest`.
+
+    Attributes:
+        n: number of differences (train/test splits).
+        mean: mean difference.
+        std: sample standard deviation of the differences (``ddof=1``).
+        se: the corrected standard error ``std * sqrt(1/n + test_train_ratio)``.
+        statistic: ``mean / se`` (``nan`` when it cannot be computed).
+        df: degrees of freedom, ``n - 1``.
+        p_value: two-sided p-value from Student's t with ``df`` degrees of freedom.
+    """
+
+    n: int
+    mean: float
+    std: float
+    se: float
+    statistic: float
+    df: int
+    p_value: float
+
+
+def _corrected_se(std: float, n: int, test_train_ratio: float) -> float:
+    """Nadeau-Bengio standard error of a mean of ``n`` resampled differences."""
+    return std * math.sqrt(1.0 / n + test_train_ratio)
+
+
+def corrected_resampled_ttest(differences, test_train_ratio: float) -> TTestResult:
+    """Nadeau and Bengio's corrected resampled t-test of the mean of ``differences``.
+
+    ``t = mean(d) / sqrt((1/J + n_test/n_train) * var(d))`` with ``J - 1`` degrees of freedom
+    (Nadeau and Bengio, "Inference for the generalization error", Machine Learning 52, 2003;
+    Bouckaert and Frank, PAKDD 2004, for repeated k-fold). The ``n_test/n_train`` term accounts
+    for the correlation of differences measured on overlapping training sets, which makes the
+    plain paired t-test (and the Wilcoxon test) far too liberal for cross-validation.
+
+    Args:
+        differences: one paired difference per train/test split (NaNs dropped).
+        test_train_ratio: ``n_test / n_train`` of one split (``1 / (k - 1)`` for k-fold).
+
+    Returns:
+        A :class:`TTestResult`; with fewer than two differences, or no spread, the statistic and
+        p-value are ``nan`` (p is 1.0 when every difference is exactly zero).
+    """
+    if not test_train_ratio >= 0:
+        raise ValueError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    if n < 2:
+        mean = float(d.mean()) if n else _NAN
+        return TTestResult(n, mean, _NAN, _NAN, _NAN, max(n - 1, 0), _NAN)
+    mean, std = float(d.mean()), float(d.std(ddof=1))
+    se = _corrected_se(std, n, test_train_ratio)
+    if se == 0:
+        p = 1.0 if mean == 0 else 0.0
+        return TTestResult(n, mean, std, se, _NAN, n - 1, p)
+    t = mean / se
+    return TTestResult(n, mean, std, se, t, n - 1, float(2.0 * stats.t.sf(abs(t), df=n - 1)))
+
+
+def minimal_detectable_difference(
+    std: float, n: int, test_train_ratio: float, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest true mean difference the two-sided corrected t-test detects with ``power``.
+
+    The usual normal-theory approximation with t quantiles,
+    ``(t(1 - alpha/2, n-1) + t(power, n-1)) * std * sqrt(1/n + test_train_ratio)``, with ``std``
+    the observed spread of the differences. Pass the per-test level (``alpha / m`` for a
+    Bonferroni or worst-case Holm family of ``m``). ``nan`` when ``n < 2`` or ``std`` is nan.
+
+    Args:
+        std: sample standard deviation of the paired differences.
+        n: number of differences.
+        test_train_ratio: ``n_test / n_train`` (see :func:`corrected_resampled_ttest`).
+        alpha: two-sided significance level of the test.
+        power: wanted probability of rejecting at that difference.
+    """
+    if n < 2 or not math.isfinite(std):
+        return _NAN
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha}, {power}")
+    quantiles = stats.t.ppf(1.0 - alpha / 2.0, df=n - 1) + stats.t.ppf(power, df=n - 1)
+    return float(quantiles * _corrected_se(std, n, test_train_ratio))
+
+
+@dataclass(frozen=True)
+class DeLongResult:
+    """Outcome of :func:`delong_paired`.
+
+    Attributes:
+        n: number of images.
+        auc_a, auc_b: the two AUCs (macro one-vs-rest for several classes).
+        difference: ``auc_a - auc_b``.
+        se: DeLong standard error of the difference.
+        statistic: ``difference / se``.
+        p_value: two-sided normal p-value (1.0 when both score sets rank the images identically).
+    """
+
+    n: int
+    auc_a: float
+    auc_b: float
+    difference: float
+    se: float
+    statistic: float
+    p_value: float
+
+
+def _placements(scores: np.ndarray, positive: np.ndarray) -> tuple[float, np.ndarray]:
+    """AUC of ``scores`` for ``positive`` and each image's DeLong placement value.
+
+    Sun and Xu (IEEE SPL 21, 2014): with mid-ranks over all images (``r``), over positives only
+    and over negatives only, a positive's placement ``V10 = (r - r_pos) / n_neg`` is the fraction
+    of negatives it outranks (ties count half) and a negative's ``V01 = 1 - (r - r_neg) / n_pos``
+    the fraction of positives that outrank it.
+    """
+    pos, neg = scores[positive], scores[~positive]
+    m, k = pos.size, neg.size
+    ranks = stats.rankdata(scores)
+    placement = np.empty(scores.size)
+    placement[positive] = (ranks[positive] - stats.rankdata(pos)) / k
+    placement[~positive] = 1.0 - (ranks[~positive] - stats.rankdata(neg)) / m
+    return float(placement[positive].mean()), placement
+
+
+def _auc_influence(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tuple[float, np.ndarray]:
+    """(macro) AUC and each image's first-order contribution to it (DeLong's structural components).
+
+    For class ``c`` against the rest, a positive contributes ``(V10 - auc_c) / n_pos`` and a
+    negative ``(V01 - auc_c) / n_neg``; the macro AUC's contribution is the mean over classes.
+    """
+    if scores.ndim == 1:
+        auc, place = _placements(scores, labels == classes[-1])
+        positive = labels == classes[-1]
+        return auc, np.where(positive, (place - auc) / positive.sum(), (place - auc) / (~positive).sum())
+    aucs, influence = [], np.zeros(labels.size)
+    for c in classes:
+        positive = labels == c
+        auc, place = _placements(scores[:, c], positive)
+        aucs.append(auc)
+        influence += np.where(positive, (place - auc) / positive.sum(), (place - auc) / (~positive).sum())
+    return float(np.mean(aucs)), influence / len(classes)
+
+
+def delong_paired(labels, scores_a, scores_b) -> DeLongResult:
+    """DeLong's test for the difference of two correlated AUCs measured on the same images.
+
+    Binary (DeLong, DeLong and Clarke-Pearson, Biometrics 44, 1988): ``scores_*`` are ``(n,)``
+    scores of the positive class (the larger label). The variance of ``auc_a - auc_b`` is
+    ``S10 / m + S01 / n`` of the paired placement values, which is computed here as the
+    class-stratified variance of each image's contribution to the difference.
+
+    Multi-class macro AUC: ``scores_*`` are ``(n, C)`` class probabilities and the AUC is the mean
+    of the C one-vs-rest AUCs. Every image enters every one-vs-rest AUC (as a positive for its own
+    class, a negative for the others); its contribution to the macro difference is the mean of its
+    per-class contributions, and the variance is the sum over classes of
+    ``n_c / (n_c - 1) * sum((psi - mean_c(psi))**2)`` over the images of class ``c`` (images are
+    independent given their class, as DeLong's two-sample design assumes). With two classes and
+    probabilities summing to one this equals the binary test.
+
+    Args:
+        labels: integer labels ``(n,)``; every class (0..C-1 for the macro version) needs at least
+            two images.
+        scores_a, scores_b: scores of the two models on the same images, in the same order.
+
+    Raises:
+        ValueError: shapes differ, or a class has fewer than two images.
+    """
+    y = np.asarray(labels).reshape(-1)
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if a.shape != b.shape or a.shape[0] != y.size or a.ndim not in (1, 2):
+        raise ValueError(f"scores must both be (n,) or (n, C) with n = {y.size}, got {a.shape} and {b.shape}")
+    classes = np.unique(y) if a.ndim == 1 else np.arange(a.shape[1])
+    counts = np.array([(y == c).sum() for c in classes])
+    if (a.ndim == 1 and classes.size != 2) or (counts < 2).any():
+        raise ValueError(
+            f"every class needs at least two images (binary: exactly two classes); counts {counts}"
+        )
+    auc_a, infl_a = _auc_influence(y, a, classes)
+    auc_b, infl_b = _auc_influence(y, b, classes)
+    delta = infl_a - infl_b
+    variance = 0.0
+    for c in classes if a.ndim == 2 else np.unique(y):
+        group = delta[y == c]
+        variance += group.size / (group.size - 1) * float(((group - group.mean()) ** 2).sum())
+    diff = auc_a - auc_b
+    se = math.sqrt(max(variance, 0.0))
+    if se < 1e-15:
+        return DeLongResult(int(y.size), auc_a, auc_b, diff, se, _NAN, 1.0 if abs(diff) < 1e-15 else 0.0)
+    z = diff / se
+    return DeLongResult(int(y.size), auc_a, auc_b, diff, se, z, float(2.0 * stats.norm.sf(abs(z))))

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_sam.bundle.logs import remove_file_logs
+from monai_sam.bundle.logs import remove_file_logs, suppressed_message
 from monai_sam.metrics import classification_metrics
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.data import StudyData, prepare_study_data
 from monai_sam.study.grid import RunSpec
 
-__all__ = ["BundleRunFunction", "TrainingRecorder", "bundle_config_file", "default_bundles_dir"]
+__all__ = ["BundleRunFunction", "TrainingRecorder", "bundle_config_file", "default_bundles_dir", "image_id"]
 
 #: optimizer-spec keys that configure the bundle's iteration function, not ``create_optimizer``.
 ITERATION_KNOBS = {"start_fraction": "sam_start_fraction"}
@@ -170,7 +170,7 @@ class BundleRunFunction:
         train = spec.train_settings(self.config.train)
         knobs: dict[str, Any] = {
             "dataset_dir": str(self.data.dataset_dir),
-            "datalist": str(self.data.split_files[spec.fold]),
+            "datalist": str(self.data.split_file(spec.repeat, spec.fold)),
             "output_dir": str(work_dir),
             "optimizer": spec.optimizer.name,
             "lr": float(train["lr"]),
@@ -184,6 +184,8 @@ class BundleRunFunction:
             "seed": int(spec.seed),
             "progress": False,  # one study-level progress bar instead of one per run
         }
+        if self.config.data.get("reader_options") is not None:
+            knobs["reader_options"] = dict(self.config.data["reader_options"])
         if spec.optimizer.rho is not None:
             knobs["rho"] = float(spec.optimizer.rho)
         pretrained = (train.get("pretrained") or {}).get(spec.network.name)
@@ -203,12 +205,14 @@ class BundleRunFunction:
         shutil.rmtree(work_dir, ignore_errors=True)  # a half-finished earlier attempt
         work_dir.mkdir(parents=True)
         config_file = bundle_config_file(spec.network.bundle, self.config.bundles_dir)
-        workflow = ConfigWorkflow(
-            config_file=str(config_file),
-            workflow_type="train",
-            logging_file=False,
-            **self.overrides(spec, work_dir),
-        )
+        # logging_file=False keeps the study's logging as it is; MONAI warns about that on every run
+        with suppressed_message("monai.bundle.workflows", "Logging file is set to False"):
+            workflow = ConfigWorkflow(
+                config_file=str(config_file),
+                workflow_type="train",
+                logging_file=False,
+                **self.overrides(spec, work_dir),
+            )
         workflow.initialize()
         parser = workflow.parser
         recorder = TrainingRecorder().attach(
@@ -223,9 +227,9 @@ class BundleRunFunction:
         workflow.finalize()
         set_determinism(seed=None)
         start = time.perf_counter()
-        split = _read_split(self.data.split_files[spec.fold])
-        train_metrics = self._evaluate(network, split["training"], transform)
-        test_metrics = self._evaluate(network, split["test"], transform)
+        split = _read_split(self.data.split_file(spec.repeat, spec.fold))
+        train_metrics, _ = self._evaluate(network, split["training"], transform)
+        test_metrics, test_predictions = self._evaluate(network, split["test"], transform)
         eval_wall = time.perf_counter() - start
         start = time.perf_counter()
         sharpness = self._sharpness(network, split["training"], transform, spec.seed)
@@ -236,6 +240,8 @@ class BundleRunFunction:
         return {
             "test": test_metrics,
             "train": train_metrics,
+            "split_seed": self.config.split_seeds[spec.repeat],
+            "test_predictions": test_predictions,
             "gap": {
                 "loss": test_metrics["cross_entropy"] - train_metrics["cross_entropy"],
                 "accuracy": train_metrics["accuracy"] - test_metrics["accuracy"],
@@ -283,8 +289,15 @@ class BundleRunFunction:
             Dataset(items, transform=transform), batch_size=batch_size, shuffle=False, num_workers=workers
         )
 
-    def _evaluate(self, network: torch.nn.Module, items: list[dict], transform: Any) -> dict[str, float]:
-        """Eval-mode class probabilities on ``items`` and every classification metric."""
+    def _evaluate(
+        self, network: torch.nn.Module, items: list[dict], transform: Any
+    ) -> tuple[dict[str, float], dict[str, list]]:
+        """Every classification metric on ``items`` and the per-image predictions behind them.
+
+        The predictions (``ids``, ``labels``, ``probs``) let the report pool out-of-fold
+        predictions of the same images across runs (DeLong's test). An image's id is a hash of its
+        path relative to the data set folder, so no file name (which may name a patient) is stored.
+        """
         device = next(network.parameters()).device
         network.eval()
         probs, labels = [], []
@@ -294,7 +307,13 @@ class BundleRunFunction:
                 logits = out[0] if isinstance(out, (tuple, list)) else out
                 probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
                 labels.append(_plain(batch["label"]).reshape(-1).cpu().numpy())
-        return classification_metrics(np.concatenate(labels), np.concatenate(probs), self.data.class_names)
+        y, p = np.concatenate(labels), np.concatenate(probs)
+        predictions = {
+            "ids": [image_id(item["image"], self.data.dataset_dir) for item in items],
+            "labels": [int(v) for v in y],
+            "probs": np.round(p.astype(np.float64), 6).tolist(),
+        }
+        return classification_metrics(y, p, self.data.class_names), predictions
 
     def _sharpness(
         self, network: torch.nn.Module, items: list[dict], transform: Any, seed: int
@@ -336,6 +355,20 @@ class BundleRunFunction:
             ),
         }
         return {name: float(measures[name]()) for name in cfg["measures"]}
+
+
+def image_id(path: str | Path, dataset_dir: str | Path) -> str:
+    """A stable, anonymous id of an image: a hash of its path relative to ``dataset_dir``.
+
+    Args:
+        path: the image file (as listed in the split file).
+        dataset_dir: the data set folder (ids do not change when the folder moves).
+    """
+    import hashlib
+
+    resolved, root = Path(path).resolve(), Path(dataset_dir).resolve()
+    rel = resolved.relative_to(root) if resolved.is_relative_to(root) else resolved
+    return hashlib.sha256(rel.as_posix().encode()).hexdigest()[:16]
 
 
 def _optional(parser: Any, key: str) -> Any:

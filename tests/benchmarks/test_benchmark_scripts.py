@@ -98,12 +98,13 @@ def test_gpu_throughput_smoke_on_cpu(tmp_path):
 def test_bench_optimizer_step_runs_every_column():
     stdout = run_script(
         "benchmarks/bench_optimizer_step.py",
-        *("--methods", "sam,asam,gsam", "--models", "vit_small", "--size", "32", "--batch", "2"),
+        *("--methods", "sam,asam,gsam,msam", "--models", "vit_small", "--size", "32", "--batch", "2"),
         *("--reps", "1", "--threads", "1"),
     )
     rows = [line.split() for line in stdout.splitlines() if line.startswith("vit_small")]
-    assert [row[1] for row in rows] == ["sam", "asam", "gsam"]
-    sam, asam, gsam = rows
+    assert [row[1] for row in rows] == ["sam", "asam", "gsam", "msam"]
+    sam, asam, gsam, msam = rows
+    assert msam[2] == "1"  # one pass per step
     assert sam[2] == "2" and sam[-1].endswith("x") and sam[-3].endswith("x")  # naive and exact loop timed
     assert asam[-3].endswith("x") and asam[-1] == "-"  # naive ASAM, no exact loop
     assert gsam[-1] == "-" and gsam[-3] == "-"
@@ -119,6 +120,6 @@ def test_bench_memory_calibrates_and_reports_one_buffer_for_sam():
         if len(cells) >= 6 and cells[-5] in ("full", "off-step"):
             rows[" ".join(cells[:-5])] = [float(c) for c in cells[-3:]]
     assert rows["calibration: SGD + 1 clone"] == pytest.approx([1.0, 0.0, 1.0], abs=0.05)
-    for method in ("sam", "asam", "ssam"):
+    for method in ("sam", "asam", "ssam", "msam"):
         assert rows[method][0] == pytest.approx(1.0, abs=0.05), method
     assert rows["sam (interval=5)"][2] == pytest.approx(0.0, abs=0.05)

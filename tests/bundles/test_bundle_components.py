@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor
 from monai.handlers import EarlyStopHandler, LrScheduleHandler, StatsHandler
+from PIL import Image
 
 import monai_sam.bundle.distributed as distributed
 from monai_sam.bundle import (
@@ -129,9 +130,11 @@ def test_metrics_json_tracks_best_and_writes_null_for_nan(tmp_path):
 
 def test_image_folder_datalist(tmp_path):
     (tmp_path / "sub").mkdir()
-    for name in ("b.png", "sub/a.jpg", "b_mask.png", "notes.txt", "split.json"):
+    for name in ("b.png", "sub/a.jpg"):
+        Image.new("L", (40, 40)).save(tmp_path / name)
+    for name in ("b_mask.png", "notes.txt", "split.json", "broken.png"):
         (tmp_path / name).write_bytes(b"x")
-    items = image_folder_datalist(tmp_path)
+    items = image_folder_datalist(tmp_path)  # broken.png: skipped with a logged warning
     assert [i["image"] for i in items] == [str(tmp_path / "b.png"), str(tmp_path / "sub" / "a.jpg")]
     with pytest.raises(FileNotFoundError, match=r"input_dir .* is not a directory"):
         image_folder_datalist(tmp_path / "absent")

@@ -168,6 +168,29 @@ def test_empty_class_is_an_error(busi_like):
     assert len(build_datalist(busi_like, num_classes=2)) == 8  # fine when normal is dropped
 
 
+def test_class_emptied_by_a_corrupt_file_names_the_file(busi_like):
+    for f in (busi_like / "normal").iterdir():
+        f.unlink()
+    (busi_like / "normal" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.warns(DataWarning), pytest.raises(ValueError) as err:
+        build_datalist(busi_like)
+    message = str(err.value)
+    assert "['normal'] have no usable images" in message
+    assert "every file of it was skipped" in message and str(busi_like / "normal" / "corrupt.png") in message
+
+
+def test_folder_holding_only_a_corrupt_png_names_it(tmp_path):
+    (tmp_path / "benign").mkdir()
+    (tmp_path / "benign" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ValueError) as err:
+        build_datalist(tmp_path, num_classes=3)
+    message = str(err.value)
+    assert "1 classes ['benign'] but num_classes=3" in message  # the count is wrong, and
+    assert "could not be used either" in message and "corrupt.png" in message  # the file is named
+    with pytest.warns(DataWarning), pytest.raises(ValueError, match=r"no usable images.*corrupt\.png"):
+        build_datalist(tmp_path, num_classes=None)
+
+
 def test_unreadable_unknown_and_tiny_files_are_skipped_with_a_listed_warning(busi_like, image_writer):
     (busi_like / "benign" / "broken.png").write_bytes(b"\x89PNG not really")
     (busi_like / "benign" / "scan.dcm").write_bytes(b"DICM")

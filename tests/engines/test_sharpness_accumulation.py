@@ -54,3 +54,18 @@ def test_decoupled_wsam_refuses_accumulation(problem):
     opt = create_optimizer("wsam", net.parameters(), base="sgd", lr=0.1, decouple=True)
     with pytest.raises(ValueError, match="accumulation"):
         problem.run(net, opt, problem.batches(num_batches=2), SharpnessAwareIteration(), accumulation_steps=2)
+
+
+def test_accumulated_msam_takes_every_micro_batch_gradient_at_the_same_ascent_point(problem):
+    """Two micro-batches of 4 = one batch of 8 (mean losses, equal sizes): the same run, to fp tolerance."""
+    micro = problem.batches(num_batches=4)
+    whole = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(micro[::2], micro[1::2])]
+    kwargs = {"base": "sgd", "lr": LR, "momentum": 0.9, "rho": RHO}
+    net, ref = problem.net(hidden=4), problem.net(hidden=4)
+    opt = create_optimizer("msam", net.parameters(), **kwargs)
+    ref_opt = create_optimizer("msam", ref.parameters(), **kwargs)
+    problem.run(net, opt, micro, SharpnessAwareIteration(), max_epochs=3, accumulation_steps=2)
+    problem.run(ref, ref_opt, whole, SharpnessAwareIteration(), max_epochs=3)
+    assert opt._step_count == ref_opt._step_count == 6
+    for p, q in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)

@@ -3,6 +3,7 @@ emulation: each rank perturbs with its local gradient, the per-rank method gradi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -103,3 +104,41 @@ def test_decoupled_wsam_under_ddp_needs_synchronised_perturbations(problem, sing
     problem.run(reference, ref_opt, batches, SharpnessAwareIteration())
     for p, q in zip(model.module.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_msam_one_pass_is_a_synchronised_ddp_pass(problem, single_rank_group):
+    """MSAM declares its final gradient as its (only) pass, so the pass runs with DDP's all-reduce."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from monai_sam.engines import SharpnessAwareIteration
+    from monai_sam.engines.iteration import _DDP_LAST_PASS, _DistributedPlan
+
+    model = DistributedDataParallel(problem.net(hidden=3))
+    reference = problem.net(hidden=3)
+    kwargs = {"base": "sgd", "lr": 0.1, "momentum": 0.9, "rho": 0.3}
+    opt = create_optimizer("msam", model.parameters(), **kwargs)
+    ref_opt = create_optimizer("msam", reference.parameters(), **kwargs)
+    iteration = SharpnessAwareIteration()
+    plan = _DistributedPlan(model, iteration._ddp_mode(type("E", (), {"network": model})(), opt), opt)
+    assert plan.mode == _DDP_LAST_PASS and plan.num_passes == 1
+    assert isinstance(plan.pass_scope(0), contextlib.nullcontext)  # not inside no_sync: all-reduced
+    batches = problem.batches(num_batches=3)
+    problem.run(model, opt, batches, iteration, max_epochs=2)
+    problem.run(reference, ref_opt, batches, SharpnessAwareIteration(), max_epochs=2)
+    for p, q in zip(model.module.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_bsam_under_ddp_needs_synchronised_perturbations(problem, single_rank_group):
+    """bSAM's precision update uses the noisy pass's gradient, which DDP only averages in synced mode."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from monai_sam.engines import SharpnessAwareIteration
+
+    model = DistributedDataParallel(problem.net(hidden=3))
+    opt = create_optimizer("bsam", model.parameters(), lr=0.1, num_data=32)
+    with pytest.raises(ValueError, match="sync_perturbation=True"):
+        problem.run(model, opt, problem.batches(num_batches=1), SharpnessAwareIteration())
+    before = [p.detach().clone() for p in model.parameters()]
+    problem.run(model, opt, problem.batches(num_batches=1), SharpnessAwareIteration(sync_perturbation=True))
+    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))

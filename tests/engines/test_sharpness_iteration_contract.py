@@ -148,7 +148,8 @@ def test_four_tuple_prepare_batch_reaches_every_pass(problem):
     assert net.seen == [2.0, 2.0, 2.0]
 
 
-def test_vit_tuple_output_uses_the_logits(problem):
+def test_vit_tuple_output_needs_the_explicit_output_index(problem):
+    """By default the tuple reaches the loss as in MONAI; ``output_index=0`` opts in."""
     torch.manual_seed(0)
     net = ViT(
         in_channels=1,
@@ -165,11 +166,18 @@ def test_vit_tuple_output_uses_the_logits(problem):
     batches = [(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))]
     opt = create_optimizer("sam", net.parameters(), base="adam", lr=1e-3)
     before = [p.detach().clone() for p in net.parameters()]
-    trainer = problem.run(net, opt, batches, SharpnessAwareIteration())
+    with pytest.raises(Exception):  # noqa: B017 - the loss function rejects the raw tuple, as in MONAI
+        problem.run(net, opt, batches, SharpnessAwareIteration())
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
+    trainer = problem.run(net, opt, batches, SharpnessAwareIteration(output_index=0))
     assert trainer.state.output[0]["pred"].shape == (2,)
     assert any(not torch.equal(p, q) for p, q in zip(net.parameters(), before))
-    with pytest.raises(Exception):  # noqa: B017 - the loss function rejects the raw tuple
-        problem.run(net, opt, batches, SharpnessAwareIteration(output_index=None))
+
+
+@pytest.mark.parametrize("value", ["0", 1.0, True])
+def test_output_index_must_be_an_int(value):
+    with pytest.raises(TypeError, match="output_index"):
+        SharpnessAwareIteration(output_index=value)
 
 
 def test_compile_strips_and_restores_metatensor(problem):

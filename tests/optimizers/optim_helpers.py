@@ -12,7 +12,28 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from monai_sam.optimizers import ASAM, CRSAM, GSAM, SAM, SSAM, WSAM, DetSAM, FrobSAM, LookSAM
+from monai_sam.optimizers import (
+    ASAM,
+    CRSAM,
+    FSAM,
+    GCSAM,
+    GSAM,
+    MSAM,
+    SAM,
+    SSAM,
+    WSAM,
+    DetSAM,
+    FrobSAM,
+    LookSAM,
+)
+
+
+def msam(params, base_optimizer=torch.optim.SGD, **kwargs) -> MSAM:
+    """MSAM for the shared tables: an SGD base gets momentum 0.9 unless given (MSAM needs a momentum)."""
+    if base_optimizer is torch.optim.SGD:
+        kwargs.setdefault("momentum", 0.9)
+    return MSAM(params, base_optimizer, **kwargs)
+
 
 #: every method with hyperparameters that make it the base optimizer exactly (rho = 0, neutral extras)
 NEUTRAL = {
@@ -26,6 +47,10 @@ NEUTRAL = {
     "frobsam": (FrobSAM, {"rho": 0.0, "lam": 0.0}),
     "detsam": (DetSAM, {"rho": 0.0, "lam": 0.0}),
     "looksam": (LookSAM, {"rho": 0.0, "alpha": 0.0, "k": 2}),
+    "msam": (msam, {"rho": 0.0}),
+    "gcsam": (GCSAM, {"rho": 0.0}),
+    "gcsam_raw": (GCSAM, {"rho": 0.0, "norm": "raw"}),
+    "fsam": (FSAM, {"rho": 0.0}),
 }
 
 #: every method with active (non-neutral) hyperparameters
@@ -40,6 +65,10 @@ ACTIVE = {
     "frobsam": (FrobSAM, {"rho": 0.05, "lam": 0.05}),
     "detsam": (DetSAM, {"rho": 0.1, "lam": 0.01}),
     "looksam": (LookSAM, {"rho": 0.1, "alpha": 0.7, "k": 2}),
+    "msam": (msam, {"rho": 0.3}),
+    "gcsam": (GCSAM, {"rho": 0.1}),
+    "gcsam_raw": (GCSAM, {"rho": 0.1, "norm": "raw"}),
+    "fsam": (FSAM, {"rho": 0.1, "sigma": 1.0, "lmbda": 0.6}),
 }
 
 
@@ -134,3 +163,13 @@ class OpLog(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append(str(func.overloadpacket))
         return func(*args, **(kwargs or {}))
+
+
+def fp64_squared_grad_norm(param_groups, device=None, *, weight_adaptive=False):
+    """pytorch_optimizer's ``get_global_gradient_norm`` (a squared global norm), accumulated in fp64.
+
+    pytorch_optimizer takes the norm in fp32 even for fp64 weights (spec §1.3); with this in its place the
+    comparisons against it can use rounding-level tolerances.
+    """
+    grads = [p.grad for g in param_groups for p in g["params"] if p.grad is not None]
+    return torch.stack([(g.double() ** 2).sum() for g in grads]).sum().reshape(1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from optim_helpers import batch, closure_for, mse, small_net
 
-from monai_sam.optimizers import GSAM, SAM, WSAM, FrobSAM, GSAMRhoScheduler, LookSAM
+from monai_sam.optimizers import BSAM, FSAM, GCSAM, GSAM, SAM, WSAM, FrobSAM, GSAMRhoScheduler, LookSAM
 
 CASES = {
     "sam_sgd_momentum": (SAM, torch.optim.SGD, {"rho": 0.1, "lr": 0.1, "momentum": 0.9}),
@@ -18,6 +18,10 @@ CASES = {
     "frobsam": (FrobSAM, torch.optim.SGD, {"rho": 0.05, "lam": 0.1, "lr": 0.1, "momentum": 0.9}),
     "looksam_adam": (LookSAM, torch.optim.Adam, {"rho": 0.1, "k": 3, "lr": 1e-2}),
     "sam_interval": (SAM, torch.optim.SGD, {"rho": 0.1, "interval": 2, "lr": 0.1, "momentum": 0.9}),
+    "gcsam_adam": (GCSAM, torch.optim.Adam, {"rho": 0.1, "lr": 1e-2}),
+    "fsam_sgd_momentum": (FSAM, torch.optim.SGD, {"rho": 0.1, "lmbda": 0.6, "lr": 0.1, "momentum": 0.9}),
+    # bSAM has its own update (no base optimizer); its noise generators must resume too
+    "bsam": (BSAM, None, {"num_data": 50, "rho": 0.05, "lr": 0.1, "weight_decay": 1e-3}),
 }
 
 
@@ -25,7 +29,7 @@ def _build(case: str, seed: int = 0):
     cls, base, kwargs = CASES[case]
     torch.manual_seed(seed)
     model = small_net()
-    opt = cls(model.parameters(), base, **kwargs)
+    opt = cls(model.parameters(), **kwargs) if base is None else cls(model.parameters(), base, **kwargs)
     lr_sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.8)
     rho_sched = GSAMRhoScheduler(opt, rho_min=0.05) if case.startswith("gsam") else None
     return model, opt, lr_sched, rho_sched

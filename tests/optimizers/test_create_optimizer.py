@@ -15,7 +15,7 @@ def test_available_names():
     names = available_optimizers()
     for name in ("adam", "adamw", "sgd", "sam", "asam", "gsam", "wsam", "crsam", "ssam", "frobsam", "detsam"):
         assert name in names
-    assert "looksam" in names
+    assert "looksam" in names and "msam" in names
 
 
 def test_method_with_base_name_splits_kwargs():
@@ -43,6 +43,25 @@ def test_plain_name_ignores_method_hyperparameters_with_a_warning(caplog):
     assert type(opt) is torch.optim.Adam and opt.param_groups[0]["lr"] == 1e-3
     assert "rho" not in opt.param_groups[0]
     assert "ignoring ['gamma', 'rho']" in caplog.text
+
+
+def test_method_defaults_log_nothing_about_themselves(caplog):
+    with caplog.at_level(logging.WARNING, logger="monai_sam.optimizers.factory"):
+        adam = create_optimizer(
+            "adam", small_net().parameters(), lr=1e-3, rho=None, method_defaults={"rho": 0.05}
+        )
+        sam = create_optimizer(
+            "sam", small_net().parameters(), lr=1e-3, rho=None, method_defaults={"rho": 0.05}
+        )
+        asam = create_optimizer("asam", small_net().parameters(), lr=1e-3, method_defaults={"rho": 0.05})
+    assert type(adam) is torch.optim.Adam and "rho" not in adam.param_groups[0]
+    assert sam.param_groups[0]["rho"] == 0.05 and asam.param_groups[0]["rho"] == 0.05  # not ASAM's own 0.5
+    assert caplog.text == ""  # the config's default was never a request to Adam
+    with caplog.at_level(logging.WARNING, logger="monai_sam.optimizers.factory"):
+        create_optimizer("adam", small_net().parameters(), lr=1e-3, rho=0.1, method_defaults={"rho": 0.05})
+    assert "ignoring ['rho']" in caplog.text  # a value the user gave is still reported
+    sam = create_optimizer("sam", small_net().parameters(), lr=1e-3, rho=0.2, method_defaults={"rho": 0.05})
+    assert sam.param_groups[0]["rho"] == 0.2
 
 
 def test_other_methods_hyperparameters_are_ignored_for_a_method(caplog):

@@ -154,7 +154,7 @@ def test_class_attributes_of_the_contract():
     assert FrobSAM(model.parameters(), torch.optim.SGD, n_samples=4, lr=0.1).num_passes == 5
 
 
-@pytest.mark.parametrize("method", sorted(ACTIVE))
+@pytest.mark.parametrize("method", sorted(set(ACTIVE) - {"msam"}))  # one pass: no mid-step point
 def test_end_passes_mid_step_restores_weights_and_state(method):
     model, opt = _opt(method, lr=0.1, momentum=0.9)
     reference = copy.deepcopy(model)

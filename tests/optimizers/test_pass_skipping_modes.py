@@ -22,7 +22,9 @@ def _counting_closure(model, x, y, calls):
     return closure
 
 
-@pytest.mark.parametrize("method", sorted(ACTIVE))
+@pytest.mark.parametrize(
+    "method", sorted(set(ACTIVE) - {"msam"})
+)  # one pass: see tests/optimizers/test_msam.py
 def test_late_phase_steps_equal_the_base_optimizer_then_the_method_starts(method):
     cls, hyper = ACTIVE[method]
     x, y = batch()

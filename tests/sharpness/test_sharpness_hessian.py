@@ -1,4 +1,4 @@
-"""Hessian eigenvalue (power iteration) and trace (Hutchinson) against exact quadratics."""
+"""Hessian eigenvalues (shifted power iteration) and trace (Hutchinson) against exact quadratics."""
 
 import math
 
@@ -22,6 +22,47 @@ def test_top_eigenvalue_exact_on_quadratic(quadratic, spectrum, dummy_batch):
     v = result.eigenvector[0]
     assert abs(abs(float(v @ q[:, 0])) - 1.0) < 1e-5  # the eigenvector of 6, up to sign
     assert result.forward_passes == result.iterations
+
+
+@pytest.mark.parametrize(
+    ("eigenvalues", "top", "smallest"),
+    [
+        ([2.0, 1.0, 0.5, -6.0, -1.0, 0.0], 2.0, -6.0),  # negative curvature dominates in magnitude
+        ([-1.0, -3.0, -8.0, -2.0], -1.0, -8.0),  # negative definite: the largest is still negative
+    ],
+)
+def test_largest_algebraic_eigenvalue_when_a_negative_one_dominates(
+    quadratic, spectrum, dummy_batch, eigenvalues, top, smallest
+):
+    a, q = spectrum(eigenvalues, seed=1)
+    model, loss_fn = quadratic(
+        a,
+        torch.ones(len(eigenvalues), dtype=torch.float64),
+        torch.ones(len(eigenvalues), dtype=torch.float64),
+    )
+    result = hessian_top_eigenvalue(
+        model, dummy_batch, loss_fn, iters=2000, tol=1e-13, return_eigenvector=True, progress=False
+    )
+    assert result.converged
+    assert result.eigenvalue == pytest.approx(top, abs=1e-6)  # not the largest magnitude
+    assert result.most_negative == pytest.approx(smallest, abs=1e-6)
+    column = q[:, eigenvalues.index(top)]
+    assert abs(abs(float(result.eigenvector[0] @ column)) - 1.0) < 1e-5
+    assert result.forward_passes == result.iterations
+
+
+def test_most_negative_on_request_and_unchanged_top(quadratic, spectrum, dummy_batch):
+    a, _ = spectrum(EIGENVALUES)
+    w = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    model, loss_fn = quadratic(a, torch.ones(6, dtype=torch.float64), w)
+    plain = hessian_top_eigenvalue(model, dummy_batch, loss_fn, iters=500, tol=1e-12, progress=False)
+    assert plain.most_negative is None  # positive curvature dominates: not needed, not computed
+    both = hessian_top_eigenvalue(
+        model, dummy_batch, loss_fn, iters=500, tol=1e-12, most_negative=True, progress=False
+    )
+    assert both.eigenvalue == plain.eigenvalue  # the first phase is the same power iteration
+    assert both.most_negative == pytest.approx(-1.5, abs=1e-6)
+    assert both.iterations > plain.iterations
 
 
 def test_power_iteration_stops_at_max_iters(quadratic, spectrum, dummy_batch):

@@ -27,6 +27,17 @@ def test_paper_preset_matches_paper_grid():
     assert config.train["image_size"] == 224 and config.data["folds"] == 5
 
 
+def test_quick_preset_runs_gcsam_the_seed_groups_follow_up():
+    config = load_preset("quick")
+    gcsam = next(o for o in config.optimizers if o.name == "gcsam")
+    assert gcsam.rho == 0.05 and gcsam.kwargs == {}
+    raw = preset_dict("quick")
+    gcsam_raw = {"name": "gcsam", "rho": 0.05, "norm": "raw"}
+    raw["optimizers"] = ["adam", gcsam_raw, "fsam", {"name": "bsam", "num_data": 400}]
+    names = [o.name for o in StudyConfig.from_dict(raw, source="t").optimizers]
+    assert names == ["adam", "gcsam", "fsam", "bsam"]
+
+
 def test_grid_order_and_ids():
     config = make_config()
     specs = expand_grid(config)
@@ -104,10 +115,13 @@ def test_cli_overrides():
             "--dataset-dir",
             "/data",
             "--no-sharpness",
+            "--repeats",
+            "3",
         ]
     )
     config = StudyConfig.from_dict(apply_overrides(preset_dict("busi-cpu"), args))
     assert config.train["max_epochs"] == 2 and config.folds == [0, 1]
+    assert config.data["repeats"] == 3 and config.split_seeds == [0, 1, 2]
     assert [o.label for o in config.optimizers] == ["adam", "sam"]
     assert [n.name for n in config.networks] == ["resnet18"]
     assert config.data["dataset_dir"] == "/data" and config.sharpness["enabled"] is False
