@@ -6,6 +6,7 @@
 ``monai_sam.bundle.checkpoint``: strict checkpoint loading with clear errors;
 ``monai_sam.bundle.resume``: the ``resume`` knob, random and validation state for exact resuming;
 ``monai_sam.bundle.distributed``: torchrun set-up; ``monai_sam.bundle.logs``: log file, scalars, progress.
+``monai_sam.bundle.overlay``: the overlay config of ``monai-sam overlay`` (SAM for an existing bundle).
 """
 
 from monai_sam.bundle.checkpoint import load_network_checkpoint

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "monai_sam.cli.data_commands",
     "monai_sam.cli.study_command",
+    "monai_sam.cli.overlay_command",
 )
 
 

@@ -20,6 +20,7 @@ from monai_sam.optimizers.perturbation_set import norm_parameters
 from monai_sam.optimizers.rho_schedule import GSAMRhoScheduler
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
+from monai_sam.optimizers.wrapping import wrap_optimizer
 from monai_sam.optimizers.wsam import WSAM
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "available_optimizers",
     "create_optimizer",
     "norm_parameters",
+    "wrap_optimizer",
 ]
