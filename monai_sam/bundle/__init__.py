@@ -36,6 +36,7 @@ from monai_sam.bundle.summary import (
     evaluation_summary,
     inference_summary,
     print_summary,
+    track_settings,
     training_summary,
 )
 
@@ -71,6 +72,7 @@ __all__ = [
     "rank_handlers",
     "remove_file_logs",
     "select_split",
+    "track_settings",
     "training_scalars",
     "training_summary",
     "write_json",

@@ -195,6 +195,9 @@ def plot_confusion_matrix(
 class TrainingCurves:
     """Trainer handler: record each epoch's mean losses and validation metric; draw them when training ends.
 
+    The epoch means of ``loss``, ``loss_perturbed`` and ``sharpness`` are also written to the trainer's
+    ``state.metrics`` as ``epoch_loss``, ``epoch_loss_perturbed`` and ``epoch_sharpness``.
+
     Attach it after the ``ValidationHandler`` (so the epoch's validation has run). Its history is a
     ``state_dict`` object (part of :class:`~monai_sam.bundle.ValidationState`), so a resumed run draws
     every epoch.
@@ -234,13 +237,16 @@ class TrainingCurves:
         self._sums, self._counts = {}, {}
 
     def _collect(self, engine: Engine) -> None:
-        for key, value in training_scalars(engine.state.output, ("loss", "loss_perturbed")).items():
+        for key, value in training_scalars(engine.state.output).items():
             self._sums[key] = self._sums.get(key, 0.0) + value
             self._counts[key] = self._counts.get(key, 0) + 1
 
     def _record(self, engine: Engine) -> None:
         entry = {"epoch": float(engine.state.epoch)}
         entry.update({key: self._sums[key] / self._counts[key] for key in self._sums})
+        # the epoch means also go to the trainer's metrics, so epoch-level loggers (MONAI's MLFlowHandler with
+        # ``--tracking mlflow``, StatsHandler) record the perturbed loss and the sharpness too
+        engine.state.metrics.update({f"epoch_{key}": value for key, value in entry.items() if key != "epoch"})
         # MONAI's ValidationHandler runs the evaluator with the trainer's epoch as its own: a validation of
         # this epoch has run when the epochs agree (val_interval > 1 skips epochs)
         validated = self.evaluator is not None and self.evaluator.state.epoch == engine.state.epoch

@@ -159,3 +159,30 @@ class TestAfterTraining:
         load_network_checkpoint(self.evaluator.network, self.ckpt_path)
         self.evaluator.run()
         return True
+
+
+def track_settings(handlers: Sequence[Any], settings: Mapping[str, Any]) -> int:
+    """Give the run settings to every MONAI ``MLFlowHandler`` in ``handlers`` (``--tracking mlflow``).
+
+    MONAI's default tracking logs ``max_epochs`` and ``epoch_length`` as run parameters; this adds the
+    bundle's ``settings`` (network, optimizer, rho, lr...) to the handlers' ``experiment_param``, without
+    replacing parameters a user's tracking settings already give. Call it in ``initialize``, before the run.
+
+    Args:
+        handlers: an engine's handler list.
+        settings: the bundle's ``settings`` block.
+
+    Returns:
+        The number of MLflow handlers updated.
+    """
+    from monai.handlers import MLFlowHandler
+
+    params = {
+        str(k): (", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in settings.items()
+    }
+    count = 0
+    for handler in handlers or []:
+        if isinstance(handler, MLFlowHandler):
+            handler.experiment_param = {**params, **(handler.experiment_param or {})}
+            count += 1
+    return count

@@ -94,9 +94,9 @@ def test_our_check_inside_monai_wrapper_is_a_user_error():
 def test_errors_from_libraries_and_other_types_are_bugs():
     from monai.utils import instantiate
 
-    # a ValueError raised inside torch (not one of our checks) keeps the full traceback
-    err = _raised(lambda: instantiate("torch.zeros", "default", size=(-1,)))
-    assert find_user_error(err) is None
+    # a ValueError raised inside a library (not one of our checks) keeps the full traceback
+    err = _raised(lambda: instantiate("json.loads", "default", s="{"))
+    assert isinstance(err.__cause__, ValueError) and find_user_error(err) is None
     # another error type raised in our code (here an AttributeError) is a bug too
     err = _raised(lambda: select_split(None, "test"))
     assert isinstance(err, AttributeError) and find_user_error(err) is None
