@@ -7,6 +7,7 @@ handler) draws ``<prefix>roc.png`` and ``<prefix>confusion.png`` from the epoch'
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from ignite.engine import Engine, Events
 
 from monai_sam.bundle.logs import training_scalars
 from monai_sam.bundle.metrics import probabilities_and_labels
+from monai_sam.bundle.reports import write_json
 from monai_sam.metrics import confusion_matrix, roc_auc_binary, roc_curve
 
 __all__ = [
@@ -198,9 +200,9 @@ class TrainingCurves:
     The epoch means of ``loss``, ``loss_perturbed`` and ``sharpness`` are also written to the trainer's
     ``state.metrics`` as ``epoch_loss``, ``epoch_loss_perturbed`` and ``epoch_sharpness``.
 
-    Attach it after the ``ValidationHandler`` (so the epoch's validation has run). Its history is a
-    ``state_dict`` object (part of :class:`~monai_sam.bundle.ValidationState`), so a resumed run draws
-    every epoch.
+    Attach it after the ``ValidationHandler`` (so the epoch's validation has run). The history is also
+    written to ``<output_path without .png>.json`` after every epoch; a resumed run reads the epochs it has
+    already done from there, so its figure shows every epoch.
 
     Args:
         output_path: the PNG file (``training_curves.png`` in the run folder).
@@ -233,8 +235,17 @@ class TrainingCurves:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._record)
         engine.add_event_handler(Events.COMPLETED, self.write)
 
+    @property
+    def history_path(self) -> str:
+        """The JSON file of the history."""
+        return os.path.splitext(self.output_path)[0] + ".json"
+
     def _reset(self, engine: Engine) -> None:
         self._sums, self._counts = {}, {}
+        done = engine.state.epoch - 1  # epochs completed before this one (a resumed run starts later)
+        if done > 0 and not self.history and os.path.isfile(self.history_path):
+            with open(self.history_path) as f:
+                self.history = [h for h in json.load(f) if h["epoch"] <= done]
 
     def _collect(self, engine: Engine) -> None:
         for key, value in training_scalars(engine.state.output).items():
@@ -255,6 +266,7 @@ class TrainingCurves:
             value = metrics[self.metric_name]
             entry["metric"] = float(value.item() if isinstance(value, torch.Tensor) else value)
         self.history = [h for h in self.history if h["epoch"] != entry["epoch"]] + [entry]
+        write_json(self.history_path, self.history)
 
     def write(self, engine: Engine | None = None) -> str | None:
         """Draw the history to :attr:`output_path` (nothing before the first epoch)."""

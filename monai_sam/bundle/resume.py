@@ -157,32 +157,20 @@ class ValidationState:
         early_stop: MONAI ``EarlyStopHandler`` (optional).
         best_saver: MONAI ``CheckpointSaver`` with ``save_key_metric=True`` (optional).
         metrics_writer: :class:`~monai_sam.bundle.MetricsJSONWriter` (optional).
-        training_curves: :class:`~monai_sam.bundle.TrainingCurves` (optional; its per-epoch history).
     """
 
     def __init__(
-        self,
-        evaluator: Engine,
-        early_stop: Any = None,
-        best_saver: Any = None,
-        metrics_writer: Any = None,
-        training_curves: Any = None,
+        self, evaluator: Engine, early_stop: Any = None, best_saver: Any = None, metrics_writer: Any = None
     ) -> None:
         self.evaluator = evaluator
         self.early_stop = early_stop
         self.best_saver = best_saver
         self.metrics_writer = metrics_writer
-        self.training_curves = training_curves
 
     def _parts(self) -> dict[str, Any]:
         early = getattr(self.early_stop, "_handler", None)  # ignite EarlyStopping, set by set_trainer
         saver = getattr(self.best_saver, "_key_metric_checkpoint", None)
-        return {
-            "early_stop": early,
-            "best_saver": saver,
-            "metrics_writer": self.metrics_writer,
-            "training_curves": self.training_curves,
-        }
+        return {"early_stop": early, "best_saver": saver, "metrics_writer": self.metrics_writer}
 
     def state_dict(self) -> dict[str, Any]:
         """Best metric, early stopping, best-model files and metrics history."""
