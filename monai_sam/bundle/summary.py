@@ -8,10 +8,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from ignite.engine import Engine, Events
 
 from monai_sam.bundle.checkpoint import load_network_checkpoint
@@ -131,7 +134,8 @@ class TestAfterTraining:
     """Trainer handler: when training completes, evaluate the best checkpoint on the test split.
 
     The evaluator must have its own network (a copy: the trained network is left as it is); the checkpoint
-    is loaded into it first. Nothing runs when ``enabled`` is false, the test split is empty or the
+    is loaded into it first, and the random streams (Python, numpy, torch CPU) are left as they were.
+    Nothing runs when ``enabled`` is false, the test split is empty or the
     checkpoint does not exist (a run stopped before its first validation).
 
     Args:
@@ -157,7 +161,13 @@ class TestAfterTraining:
         if not self.enabled or not os.path.isfile(self.ckpt_path) or len(loader.dataset) == 0:
             return False
         load_network_checkpoint(self.evaluator.network, self.ckpt_path)
-        self.evaluator.run()
+        # the evaluation must not move the random streams: a checkpoint saved after it (checkpoint_final.pt
+        # of a run ended by stop_epoch) would resume differently (a DataLoader draws its seed from torch)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            self.evaluator.run()
+        random.setstate(py_state)
+        np.random.set_state(np_state)
         return True
 
 
