@@ -135,8 +135,8 @@ class TestAfterTraining:
 
     The evaluator must have its own network (a copy: the trained network is left as it is); the checkpoint
     is loaded into it first, and the random streams (Python, numpy, torch CPU) are left as they were.
-    Nothing runs when ``enabled`` is false, the test split is empty or the
-    checkpoint does not exist (a run stopped before its first validation).
+    Nothing runs under torchrun (use ``evaluate.yaml``), when ``enabled`` is false, the test split is empty
+    or the checkpoint does not exist (a run stopped before its first validation).
 
     Args:
         evaluator: the test evaluator (its handlers write the metrics, predictions and plots).
@@ -159,6 +159,14 @@ class TestAfterTraining:
         """Evaluate; returns whether the evaluation ran."""
         loader = self.evaluator.data_loader
         if not self.enabled or not os.path.isfile(self.ckpt_path) or len(loader.dataset) == 0:
+            return False
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # the metrics gather across ranks, and the test evaluation runs on rank 0 only: skip it under
+            # torchrun (evaluate.yaml evaluates the split afterwards)
+            print(
+                "test_at_end skipped in a torchrun run: evaluate model.pt with configs/evaluate.yaml",
+                flush=True,
+            )
             return False
         load_network_checkpoint(self.evaluator.network, self.ckpt_path)
         # the evaluation must not move the random streams: a checkpoint saved after it (checkpoint_final.pt
