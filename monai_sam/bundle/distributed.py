@@ -11,11 +11,14 @@ import torch.distributed as dist
 from monai.handlers import CheckpointSaver, MetricLogger, MetricsSaver, StatsHandler, TensorBoardStatsHandler
 
 from monai_sam.bundle.logs import EpochProgressBar
+from monai_sam.bundle.plots import ClassificationPlots, TrainingCurves
 from monai_sam.bundle.reports import MetricsJSONWriter, PredictionWriter
+from monai_sam.bundle.summary import TestAfterTraining
 
 #: Handlers that only write logs or files: on ranks other than 0 they would duplicate or race.
 OUTPUT_HANDLERS: tuple[type, ...] = (
     CheckpointSaver,
+    ClassificationPlots,
     EpochProgressBar,
     MetricLogger,
     MetricsJSONWriter,
@@ -23,6 +26,8 @@ OUTPUT_HANDLERS: tuple[type, ...] = (
     PredictionWriter,
     StatsHandler,
     TensorBoardStatsHandler,
+    TestAfterTraining,
+    TrainingCurves,
 )
 
 __all__ = ["init_distributed", "is_main_process", "main_process_first", "rank_handlers"]

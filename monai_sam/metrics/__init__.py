@@ -12,6 +12,7 @@ from monai_sam.metrics.classification import (
     malignant_sensitivity_specificity,
     per_class_sensitivity_specificity,
     roc_auc_binary,
+    roc_curve,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "malignant_sensitivity_specificity",
     "per_class_sensitivity_specificity",
     "roc_auc_binary",
+    "roc_curve",
 ]

@@ -137,6 +137,35 @@ def roc_auc_binary(y_binary, scores) -> float:
     return float(u_stat / (n_pos * n_neg))
 
 
+def roc_curve(y_binary, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ROC curve of a binary problem: false and true positive rates at every distinct threshold.
+
+    The points run from ``(0, 0)`` (threshold above every score) to ``(1, 1)``; tied scores form one
+    diagonal step, so the trapezoidal area equals :func:`roc_auc_binary`.
+
+    Args:
+        y_binary: booleans or 0/1, shape ``(n,)``; ``1`` marks the positive class.
+        scores: scores where larger means more positive, shape ``(n,)``.
+
+    Returns:
+        ``(fpr, tpr, thresholds)``; ``thresholds[0]`` is ``inf``. Rates are ``nan`` when a class is missing.
+    """
+    pos = np.asarray(y_binary).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    if pos.shape != scores.shape or pos.ndim != 1:
+        raise ValueError(
+            f"y_binary and scores must be 1-D of equal length, got {pos.shape} and {scores.shape}"
+        )
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_pos = scores[order], pos[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores) != 0), sorted_scores.size - 1]
+    tps = np.r_[0, np.cumsum(sorted_pos)[last_of_tie]].astype(np.float64)
+    fps = np.r_[0, np.cumsum(~sorted_pos)[last_of_tie]].astype(np.float64)
+    thresholds = np.r_[np.inf, sorted_scores[last_of_tie]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return fps / fps[-1], tps / tps[-1], thresholds
+
+
 def macro_roc_auc(y_true, probs, class_names: Sequence[str] | None = None) -> tuple[float, np.ndarray]:
     """Macro one-vs-rest ROC AUC and the per-class AUCs.
 
