@@ -183,6 +183,7 @@ class BundleRunFunction:
             "num_workers": int(train["num_workers"]),
             "seed": int(spec.seed),
             "progress": False,  # one study-level progress bar instead of one per run
+            "test_at_end": False,  # the study evaluates every run itself (its own test metrics)
         }
         if self.config.data.get("reader_options") is not None:
             knobs["reader_options"] = dict(self.config.data["reader_options"])
