@@ -13,7 +13,13 @@ configs, not here): a failure caused by the input or settings ends with its caus
 """
 
 from monai_sam.bundle.checkpoint import load_network_checkpoint
-from monai_sam.bundle.distributed import init_distributed, is_main_process, main_process_first, rank_handlers
+from monai_sam.bundle.distributed import (
+    close_distributed,
+    init_distributed,
+    is_main_process,
+    main_process_first,
+    rank_handlers,
+)
 from monai_sam.bundle.inputs import bundle_datalist, default_class_names, image_folder_datalist, select_split
 from monai_sam.bundle.logs import EpochProgressBar, add_file_log, remove_file_logs, training_scalars
 from monai_sam.bundle.metrics import ClassificationReport, ClassificationScore, probabilities_and_labels
@@ -56,6 +62,7 @@ __all__ = [
     "ValidationState",
     "add_file_log",
     "bundle_datalist",
+    "close_distributed",
     "default_class_names",
     "evaluation_summary",
     "find_resume_checkpoint",

@@ -30,7 +30,7 @@ OUTPUT_HANDLERS: tuple[type, ...] = (
     TrainingCurves,
 )
 
-__all__ = ["init_distributed", "is_main_process", "main_process_first", "rank_handlers"]
+__all__ = ["close_distributed", "init_distributed", "is_main_process", "main_process_first", "rank_handlers"]
 
 
 def init_distributed(backend: str | None = None) -> torch.device:
@@ -79,6 +79,18 @@ def main_process_first(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         result = fn(*args, **kwargs)
     dist.barrier()
     return result
+
+
+def close_distributed() -> None:
+    """End a torchrun run: wait for every rank, then destroy the process group (no-op without one).
+
+    Rank 0 does more at the end (summaries, plots, files) than the others. Without the barrier a rank that
+    finished first tears down its Gloo connections while rank 0 still holds them, which can abort the
+    process ("terminate called without an active exception") after a successful run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def rank_handlers(handlers: list[Any]) -> list[Any]:
