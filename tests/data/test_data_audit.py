@@ -101,7 +101,7 @@ def test_real_busi_duplicates_and_conflicts(busi_dir):
     assert not report.unreadable
 
     def rel(paths):
-        return sorted(str(Path(p).relative_to(busi_dir)) for p in paths)
+        return sorted(str(Path(p).relative_to(Path(busi_dir).resolve())) for p in paths)
 
     # The identical image filed as benign and as malignant.
     assert [rel(g) for g in report.exact_duplicates] == [
