@@ -220,14 +220,6 @@ class TrainingCurves:
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
 
-    def state_dict(self) -> dict[str, Any]:
-        """The per-epoch history."""
-        return {"history": [dict(h) for h in self.history]}
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Continue the history of a resumed run."""
-        self.history = [dict(h) for h in state_dict["history"]]
-
     def attach(self, engine: Engine) -> None:
         """Collect on ``engine``'s iterations, record at its epochs' ends, draw when it completes."""
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
