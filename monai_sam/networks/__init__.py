@@ -7,7 +7,7 @@ from monai_sam.networks.pretrained import (
     load_pretrained_weights,
     read_state_dict,
 )
-from monai_sam.networks.vit import ViTClassifier
+from monai_sam.networks.vit import ViTClassifier, convolutional_tokenizer
 
 __all__ = [
     "NetworkSpec",
@@ -16,6 +16,7 @@ __all__ = [
     "adapt_input_channels",
     "available_networks",
     "build_network",
+    "convolutional_tokenizer",
     "load_pretrained_weights",
     "network_spec",
     "read_state_dict",

@@ -3,7 +3,8 @@
 CNN family: ``resnet50`` (the paper's CNN), ``resnet18`` (CPU scale), both MONAI ResNets with the
 torchvision stem (7x7 stride-2 conv + max-pool) and torchvision parameter names, so torchvision ImageNet
 files load; ``vgg16`` and ``vgg16_bn`` from torchvision. Transformer family: ``vit`` (MONAI ViT-B/16),
-``vit_small`` (a 6-layer, 192-wide, patch-8 MONAI ViT for CPU runs), ``swin_t`` (torchvision Swin-T) and
+``vit_small`` (a 6-layer, 192-wide, patch-8 MONAI ViT for CPU runs), ``vit_small_conv`` (the same ViT
+with a convolutional tokeniser, which learns from a few hundred images), ``swin_t`` (torchvision Swin-T) and
 ``swin_micro`` (a 48-wide Swin for CPU runs). Every network takes ``in_channels`` channels and returns
 one ``(batch, num_classes)`` logits tensor.
 """
@@ -128,6 +129,22 @@ _NETWORKS: dict[str, NetworkSpec] = {
         ("classification_head.",),
         "transformer",
         "MONAI ViT, patch 8, 6 layers, width 192, 3 heads, 2.7 M params (CPU; 64 tokens at 64 px)",
+    ),
+    "vit_small_conv": NetworkSpec(
+        _vit(
+            patch_size=8,
+            hidden_size=192,
+            mlp_dim=768,
+            num_layers=6,
+            num_heads=3,
+            qkv_bias=True,
+            conv_stem=True,
+        ),
+        "patch_embedding.patch_embeddings.0.weight",
+        ("classification_head.",),
+        "transformer",
+        "vit_small with a convolutional tokeniser (ViT_C, Xiao et al. 2021): 3 stride-2 3x3 convs, "
+        "same 64 tokens at 64 px and the same 6-layer encoder, 2.8 M params (CPU)",
     ),
     "swin_t": NetworkSpec(
         _swin(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),

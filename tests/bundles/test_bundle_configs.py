@@ -225,9 +225,9 @@ def test_batchnorm_counts_one_clean_pass_per_iteration(phantom_dir, tmp_path):
     assert trainer.state.iteration == 4 and counts == {4}  # 15 images, batch 8, 2 epochs
 
 
-@pytest.mark.parametrize(("bundle", "network"), [("cnn", "resnet50"), ("vit", "vit_small")])
+@pytest.mark.parametrize(("bundle", "network"), [("cnn", "resnet50"), ("vit", "vit_small_conv")])
 def test_default_networks(bundle, network):
-    """The CNN bundle defaults to the paper's ResNet-50; the ViT bundle to a small ViT for CPU runs."""
+    """The CNN bundle defaults to the paper's ResNet-50; the ViT bundle to a small conv-stem ViT for CPU runs."""
     for names, workflow_type in ((("train",), "train"), (("inference",), "infer")):
         assert workflow(bundle, names, workflow_type).parser["network"] == network
 

@@ -48,7 +48,7 @@ def test_train_cnn_bundle(trained_cnn):
 
 def test_train_vit_bundle_default_network(tmp_path, phantom_dir):
     proc = run_cli(train_args("vit", tmp_path, phantom_dir), cwd=tmp_path)
-    _check_training_outputs(tmp_path, "vit_small", "sam")
+    _check_training_outputs(tmp_path, "vit_small_conv", "sam")
     assert "sharpness" in proc.stdout  # the SAM output keys reach StatsHandler
 
 
@@ -74,7 +74,7 @@ def test_train_plain_adam_two_classes(tmp_path, phantom_dir):
 def test_train_with_amp_on_cpu(tmp_path, phantom_dir):
     # On CPU the iteration autocasts to bfloat16 (no GradScaler); MONAI's own fp16/CUDA path is not taken.
     proc = run_cli(train_args("vit", tmp_path, phantom_dir, "--amp", "True"), cwd=tmp_path)
-    metrics = _check_training_outputs(tmp_path, "vit_small", "sam")
+    metrics = _check_training_outputs(tmp_path, "vit_small_conv", "sam")
     assert metrics["final"]["val_n"] == 3
     assert all(torch.isfinite(t).all() for t in torch.load(tmp_path / "model.pt", weights_only=True).values())
     assert "loss: nan" not in proc.stdout + proc.stderr

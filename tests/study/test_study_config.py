@@ -108,7 +108,7 @@ def test_cli_overrides():
             "0",
             "1",
             "--optimizers",
-            "adam",
+            "adamw",
             "sam",
             "--networks",
             "resnet18",
@@ -122,7 +122,7 @@ def test_cli_overrides():
     config = StudyConfig.from_dict(apply_overrides(preset_dict("busi-cpu"), args))
     assert config.train["max_epochs"] == 2 and config.folds == [0, 1]
     assert config.data["repeats"] == 3 and config.split_seeds == [0, 1, 2]
-    assert [o.label for o in config.optimizers] == ["adam", "sam"]
+    assert [o.label for o in config.optimizers] == ["adamw", "sam"]
     assert [n.name for n in config.networks] == ["resnet18"]
     assert config.data["dataset_dir"] == "/data" and config.sharpness["enabled"] is False
     with pytest.raises(ValueError, match="not in the config"):
@@ -166,3 +166,33 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert main(["study", "--preset", "busi-cpu", "--output", str(tmp_path / "b")]) == 2
     assert "BUSI not found" in capsys.readouterr().err
     assert not list((tmp_path / "b").glob("runs/*.json"))
+
+
+@pytest.mark.parametrize("network", ["resnet18", "vit_small_conv"])
+def test_busi_cpu_baseline_is_the_base_of_the_sharpness_aware_methods(network):
+    # The ViT bundle's plain "adam" couples L2 decay into the gradient while its SAM methods wrap
+    # AdamW: the baseline must be the base optimizer itself, so only the sharpness term differs.
+    import torch
+    import yaml
+
+    from monai_sam.optimizers import create_optimizer
+    from monai_sam.study.training import bundle_config_file
+
+    config = load_preset("busi-cpu")
+    net = next(n for n in config.networks if n.name == network)
+    knobs = yaml.safe_load(bundle_config_file(net.bundle, None).read_text())
+    lr = net.train.get("lr", config.train["lr"])
+    common = {"lr": lr, "weight_decay": knobs["weight_decay"]}
+    torch.manual_seed(0)
+    start = torch.randn(50)
+    grads = [torch.randn(50) for _ in range(3)]
+    params = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    baseline = create_optimizer(config.analysis["baseline"], [params[0]], **common)
+    base = create_optimizer(
+        "sam", [params[1]], base=knobs["base_optimizer"], rho=0.05, **common
+    ).base_optimizer
+    for g in grads:  # the base optimizer's own step on the same gradients: the same trajectory
+        for p, opt in zip(params, (baseline, base), strict=True):
+            p.grad = g.clone()
+            opt.step()
+    torch.testing.assert_close(params[0], params[1], rtol=0, atol=1e-7)
