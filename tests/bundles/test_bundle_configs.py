@@ -227,7 +227,7 @@ def test_batchnorm_counts_one_clean_pass_per_iteration(phantom_dir, tmp_path):
 
 @pytest.mark.parametrize(("bundle", "network"), [("cnn", "resnet50"), ("vit", "vit_small_conv")])
 def test_default_networks(bundle, network):
-    """The CNN bundle defaults to the paper's ResNet-50; the ViT bundle to a small conv-stem ViT for CPU runs."""
+    """The CNN bundle defaults to the paper's ResNet-50, the ViT bundle to a small conv-stem ViT (CPU)."""
     for names, workflow_type in ((("train",), "train"), (("inference",), "infer")):
         assert workflow(bundle, names, workflow_type).parser["network"] == network
 
