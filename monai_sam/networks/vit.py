@@ -9,8 +9,6 @@ ViT; the stem only gives the tokeniser the locality prior that small data sets c
 
 from __future__ import annotations
 
-import math
-
 import torch
 from monai.networks.nets import ViT
 from torch import nn
@@ -29,11 +27,11 @@ def convolutional_tokenizer(in_channels: int, hidden_size: int, patch_size: int)
     Raises:
         ValueError: ``patch_size`` is not a power of two >= 2.
     """
-    stages = round(math.log2(patch_size)) if patch_size >= 2 else 0
-    if stages < 1 or 2**stages != patch_size:
+    if patch_size < 2 or patch_size & (patch_size - 1):
         raise ValueError(
             f"convolutional_tokenizer needs a patch_size that is a power of two >= 2, got {patch_size}"
         )
+    stages = patch_size.bit_length() - 1
     # Widths double per stage and end at hidden_size / 2 before the 1x1 projection (as in ViT_C).
     widths = [max(hidden_size // 2 ** (stages - i), 16) for i in range(stages)]
     layers: list[nn.Module] = []

@@ -179,10 +179,9 @@ def test_busi_cpu_baseline_is_the_base_of_the_sharpness_aware_methods(network):
     from monai_sam.study.training import bundle_config_file
 
     config = load_preset("busi-cpu")
-    net = next(n for n in config.networks if n.name == network)
-    knobs = yaml.safe_load(bundle_config_file(net.bundle, None).read_text())
-    lr = net.train.get("lr", config.train["lr"])
-    common = {"lr": lr, "weight_decay": knobs["weight_decay"]}
+    spec = next(s for s in expand_grid(config) if s.network.name == network)
+    knobs = yaml.safe_load(bundle_config_file(spec.network.bundle, None).read_text())
+    common = {"lr": spec.train_settings(config.train)["lr"], "weight_decay": knobs["weight_decay"]}
     torch.manual_seed(0)
     start = torch.randn(50)
     grads = [torch.randn(50) for _ in range(3)]
