@@ -6,6 +6,7 @@ The bundles call :func:`resolve_datalist`; the ``monai-sam audit|split|phantom``
 """
 
 from monai_sam.data.audit import AuditReport, audit_dataset
+from monai_sam.data.class_weights import CLASS_WEIGHT_MODES, balanced_class_weights, loss_class_weights
 from monai_sam.data.datalist import BUSI_CLASSES, Datalist, DataWarning, build_datalist, find_masks
 from monai_sam.data.image_files import IMAGE_EXTENSIONS, check_image_file, is_mask_file
 from monai_sam.data.image_hashing import DEFAULT_HASH_THRESHOLD, content_hash, hash_groups, perceptual_hash
@@ -21,6 +22,7 @@ _LAZY_TRANSFORMS = (
     "RandGaind",
     "RandSpeckleNoised",
     "load_ultrasound_image",
+    "loss_class_weights",
     "ultrasound_transforms",
 )
 
@@ -36,6 +38,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "BUSI_CLASSES",
+    "CLASS_WEIGHT_MODES",
     "DEFAULT_HASH_THRESHOLD",
     "IMAGE_EXTENSIONS",
     "AuditReport",
@@ -50,6 +53,7 @@ __all__ = [
     "SliceRequiredError",
     "allocate_groups",
     "audit_dataset",
+    "balanced_class_weights",
     "build_datalist",
     "check_image_file",
     "content_hash",
@@ -60,6 +64,7 @@ __all__ = [
     "is_mask_file",
     "load_split",
     "load_ultrasound_image",
+    "loss_class_weights",
     "make_phantom_dataset",
     "make_splits",
     "open_image",

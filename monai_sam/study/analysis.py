@@ -29,6 +29,7 @@ __all__ = [
     "PERFORMANCE_METRICS",
     "SUMMARY_METRICS",
     "Comparison",
+    "chance_level_runs",
     "claims_table",
     "compare_to_baseline",
     "flatten_run",
@@ -367,17 +368,34 @@ def _unless_untestable(status: str, otherwise: str) -> str:
     return status if status == "not tested" or status.startswith("inconclusive") else otherwise
 
 
-def single_class_runs(rows: list[dict[str, Any]], num_classes: int) -> list[str]:
-    """Run ids whose test balanced accuracy is exactly ``1 / num_classes``.
+def single_class_runs(records: list[dict[str, Any]], num_classes: int) -> list[str]:
+    """Run ids whose model predicted the same class for every test image.
 
-    That is what a model predicting one class for every image gets (recall 1 for that class, 0 for
-    the others): such runs did not learn, and comparisons built on them measure noise.
+    Such runs did not learn, and comparisons built on them measure noise. The arg-max of the stored
+    per-image test probabilities decides; a record without them counts when its test balanced
+    accuracy is exactly ``1 / num_classes``, which a one-class model always gets (but which a model
+    predicting several classes can also get: see :func:`chance_level_runs`).
     """
+    return [r["run_id"] for r in records if _predicted_classes(r, num_classes) == 1]
+
+
+def chance_level_runs(records: list[dict[str, Any]], num_classes: int) -> list[str]:
+    """Run ids that predict several classes but whose test balanced accuracy is at most chance (``1 / K``)."""
     return [
         r["run_id"]
-        for r in rows
-        if math.isclose(_as_float(r.get("test_balanced_accuracy")), 1.0 / num_classes, abs_tol=1e-9)
+        for r in records
+        if _predicted_classes(r, num_classes) != 1
+        and _as_float((r.get("test") or {}).get("balanced_accuracy")) <= 1.0 / num_classes + 1e-9
     ]
+
+
+def _predicted_classes(record: dict[str, Any], num_classes: int) -> int | None:
+    """How many classes the run predicted on its test fold (``None`` when that cannot be told)."""
+    probs = (record.get("test_predictions") or {}).get("probs")
+    if probs:
+        return len(np.unique(np.argmax(np.asarray(probs, dtype=float), axis=1)))
+    bacc = _as_float((record.get("test") or {}).get("balanced_accuracy"))
+    return 1 if math.isclose(bacc, 1.0 / num_classes, abs_tol=1e-9) else None
 
 
 def claims_table(comparisons: list[Comparison], config: StudyConfig) -> list[dict[str, str]]:

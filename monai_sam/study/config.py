@@ -12,7 +12,8 @@ A study YAML looks like this (every key but ``optimizers`` and ``networks`` has 
       split_seed: 0
       phantom: {num_per_class: 30, image_size: 64}   # only for source: phantom
       reader_options: {frame: 0, nifti_slice: null, crop_region: true}   # DICOM/NIfTI (docs/data.md)
-    networks: [resnet18, vit_small]          # or {name: resnet18, bundle: breast_us_cnn}
+    networks: [resnet18, vit_small]          # or {name: resnet18, bundle: breast_us_cnn, train: {...},
+                                             #     evaluation: {checkpoint: last}}: per-network settings
     optimizers:
       - adam
       - {name: sam, rho: 0.05}
@@ -145,11 +146,15 @@ class NetworkSpec:
             ``breast_us_cnn`` for the CNN family and ``breast_us_vit`` for transformers.
         train: training settings of this network that replace the study's ``train`` values
             (e.g. ``{lr: 3.0e-4}``: transformers trained from scratch often need a smaller rate).
+        evaluation: evaluation settings of this network that replace the study's ``evaluation``
+            values (e.g. ``{checkpoint: last}`` for a network whose best-validation epoch is an
+            early, under-trained one).
     """
 
     name: str
     bundle: str
     train: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, item: str | dict, where: str) -> NetworkSpec:
@@ -158,9 +163,11 @@ class NetworkSpec:
             item = {"name": item}
         if not isinstance(item, dict) or "name" not in item:
             raise ValueError(f"{where}: a network is a name or a mapping with a 'name' key, got {item!r}")
-        _check_keys(item, {"name", "bundle", "train"}, where)
+        _check_keys(item, {"name", "bundle", "train", "evaluation"}, where)
         train = dict(item.get("train") or {})
         _check_keys(train, _TRAIN_KEYS, f"{where}: train")
+        evaluation = dict(item.get("evaluation") or {})
+        _check_evaluation(evaluation, f"{where}: evaluation")
         name = str(item["name"]).lower()
         bundle = item.get("bundle")
         if bundle is None:
@@ -171,7 +178,7 @@ class NetworkSpec:
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None
             bundle = "breast_us_cnn" if family == "cnn" else "breast_us_vit"
-        return cls(name=name, bundle=str(bundle), train=train)
+        return cls(name=name, bundle=str(bundle), train=train, evaluation=evaluation)
 
 
 @dataclass
@@ -245,8 +252,7 @@ class StudyConfig:
             )
         _check_optimizer_names(optimizers, source)
         evaluation = _section(raw, "evaluation", _EVAL_KEYS, source, {"checkpoint": "best"})
-        if evaluation["checkpoint"] not in ("best", "last"):
-            raise ValueError(f"{source}: evaluation.checkpoint must be 'best' or 'last'")
+        _check_evaluation(evaluation, f"{source}: evaluation")
         return cls(
             name=str(raw.get("name", "study")),
             networks=networks,
@@ -266,7 +272,12 @@ class StudyConfig:
         """The config as a plain mapping that :meth:`from_dict` accepts again."""
         out = asdict(self)
         out["networks"] = [
-            {"name": n.name, "bundle": n.bundle, **({"train": n.train} if n.train else {})}
+            {
+                "name": n.name,
+                "bundle": n.bundle,
+                **({"train": n.train} if n.train else {}),
+                **({"evaluation": n.evaluation} if n.evaluation else {}),
+            }
             for n in self.networks
         ]
         out["optimizers"] = [
@@ -342,6 +353,13 @@ def _check_optimizer_names(optimizers: list[OptimizerSpec], source: str) -> None
     bad = [o.name for o in optimizers if o.name not in known]
     if bad:
         raise ValueError(f"{source}: unknown optimizer(s) {bad}; available: {sorted(known)}")
+
+
+def _check_evaluation(section: dict, where: str) -> None:
+    """Reject unknown evaluation keys and a checkpoint other than ``best`` or ``last``."""
+    _check_keys(section, _EVAL_KEYS, where)
+    if "checkpoint" in section and section["checkpoint"] not in ("best", "last"):
+        raise ValueError(f"{where}: checkpoint must be 'best' or 'last', got {section['checkpoint']!r}")
 
 
 def _section(raw: dict, key: str, allowed: set[str], source: str, defaults: dict) -> dict[str, Any]:

@@ -38,9 +38,14 @@ class RunSpec:
         """The study's ``train`` section with this network's own settings applied."""
         return {**study_train, **self.network.train}
 
+    def evaluation_settings(self, study_evaluation: dict) -> dict:
+        """The study's ``evaluation`` section with this network's own settings applied."""
+        return {**study_evaluation, **self.network.evaluation}
+
     def describe(self) -> dict:
         """The identity fields stored in every run record (``repeat`` only for repeats after the first,
-        so records and fingerprints of plain k-fold studies stay as they were)."""
+        ``network_evaluation`` only when the network has its own, so records and fingerprints of
+        studies without them stay as they were)."""
         return {
             "run_id": self.run_id,
             "network": self.network.name,
@@ -53,6 +58,7 @@ class RunSpec:
             "fold": self.fold,
             "seed": self.seed,
             **({"repeat": self.repeat} if self.repeat else {}),
+            **({"network_evaluation": dict(self.network.evaluation)} if self.network.evaluation else {}),
         }
 
 

@@ -12,6 +12,7 @@ from monai_sam.study.analysis import (
     COMPARED_METRICS,
     PERFORMANCE_METRICS,
     Comparison,
+    chance_level_runs,
     claims_table,
     compare_to_baseline,
     flatten_run,
@@ -137,18 +138,19 @@ def _settings(config: StudyConfig, n_done: int, n_total: int, n_extra: int = 0) 
             f"{data['num_classes']} classes, {data['folds']}-fold stratified cross-validation "
             f"x {data['repeats']} repeat(s) (split seeds {config.split_seeds}); folds run: {config.folds}; "
             f"seeds: {config.seeds}",
-            "- Networks: " + ", ".join(f"{n.name} ({n.bundle}{_own(n.train)})" for n in config.networks),
+            "- Networks: "
+            + ", ".join(f"{n.name} ({n.bundle}{_own(n.train)}{_own(n.evaluation)})" for n in config.networks),
             f"- Optimizers: {opts}",
             f"- Training: {train['max_epochs']} epochs, batch {train['batch_size']}, lr {train['lr']}, "
             f"{train['image_size']} px, AMP {train['amp']}; "
-            f"evaluated checkpoint: {config.evaluation['checkpoint']}",
+            f"evaluated checkpoint: {config.evaluation['checkpoint']} (unless a network names its own)",
             f"- Config fingerprint: `{config.fingerprint()}`",
         ]
     )
 
 
 def _own(settings: dict[str, Any]) -> str:
-    """A network's own training settings for the settings block (empty when none)."""
+    """A network's own training or evaluation settings for the settings block (empty when none)."""
     return "".join(f", {k} {v}" for k, v in settings.items())
 
 
@@ -289,13 +291,21 @@ def write_report(
     }
     link = {k: Path(_relative(v, out)).as_posix() for k, v in figures.items()}
     baseline = config.analysis["baseline"]
-    degenerate = single_class_runs(rows, int(config.data["num_classes"]))
+    num_classes = int(config.data["num_classes"])
+    degenerate = single_class_runs(records, num_classes)
     if degenerate:
         parts.append(
             f"**Warning: {len(degenerate)} of {len(rows)} runs predict a single class on the test fold** "
-            f"(balanced accuracy exactly 1/{config.data['num_classes']}): they did not learn, and "
+            "(the arg-max of every test image is the same class): they did not learn, and "
             "comparisons built on them measure noise. Train longer, pretrain, or tune the learning rate. "
             "Runs: " + ", ".join(f"`{r}`" for r in degenerate)
+        )
+    at_chance = chance_level_runs(records, num_classes)
+    if at_chance:
+        parts.append(
+            f"**Note: {len(at_chance)} of {len(rows)} runs predict several classes but with a test "
+            f"balanced accuracy at or below chance (1/{num_classes})**: their thresholds are no better "
+            "than guessing, whatever their AUC. Runs: " + ", ".join(f"`{r}`" for r in at_chance)
         )
     parts += [
         "## Results\n\n" + _metric_tables(summary),

@@ -223,7 +223,8 @@ class BundleRunFunction:
         workflow.run()
         train_wall = time.perf_counter() - start
         network = parser.get_parsed_content("network_def")
-        checkpoint = self._load_checkpoint(network, work_dir)
+        evaluation = spec.evaluation_settings(self.config.evaluation)
+        checkpoint = self._load_checkpoint(network, work_dir, evaluation)
         transform = _optional(parser, "validate#preprocessing")
         workflow.finalize()
         set_determinism(seed=None)
@@ -260,9 +261,13 @@ class BundleRunFunction:
             "bundle_config": str(config_file),
         }
 
-    def _load_checkpoint(self, network: torch.nn.Module, work_dir: Path) -> str:
-        """Load the best-validation checkpoint (``evaluation.checkpoint: best``); returns what was used."""
-        if self.config.evaluation["checkpoint"] != "best":
+    def _load_checkpoint(self, network: torch.nn.Module, work_dir: Path, evaluation: dict[str, Any]) -> str:
+        """Load the best-validation checkpoint when the run's ``evaluation.checkpoint`` is ``best``.
+
+        Returns:
+            What was evaluated: ``best (model.pt)``, ``last`` or ``last (no checkpoint found)``.
+        """
+        if evaluation["checkpoint"] != "best":
             return "last"
         # the bundles' CheckpointSaver writes the best validation key metric to <output_dir>/model.pt
         best = [work_dir / "model.pt"] if (work_dir / "model.pt").is_file() else []

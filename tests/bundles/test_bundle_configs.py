@@ -39,6 +39,7 @@ KNOBS = (
     "stop_epoch",
     "sam_interval",
     "sam_start_fraction",
+    "class_weights",
 )
 #: Config ids other tools rely on.
 STABLE_IDS = (
@@ -250,3 +251,31 @@ def test_mode_knobs_reach_the_iteration_and_the_optimizer(bundle, phantom_dir, t
     assert (iteration.interval, iteration.start_fraction) == (None, 0.5)  # null keeps LookSAM's k
     assert wf.parser.get_parsed_content("optim").interval == 3
     assert wf.parser.get_parsed_content("settings")["sam_start_fraction"] == 0.5
+
+
+@pytest.mark.parametrize(("bundle", "balanced"), [("cnn", False), ("vit", True)])
+def test_class_weights_come_from_the_training_list(bundle, balanced, phantom_dir, tmp_path):
+    """The ViT bundle balances the classes by default (it collapsed to the majority class unweighted)."""
+    wf = workflow(bundle, ("train",), "train", output_dir=str(tmp_path), image_size=32)
+    wf.parser["dataset_dir"] = str(phantom_dir)
+    wf.initialize()
+    weight = wf.parser.get_parsed_content("loss").weight
+    if not balanced:
+        assert weight is None
+        return
+    training = wf.parser.get_parsed_content("datalist_dict")["training"]
+    labels = torch.tensor([item["label"] for item in training])
+    counts = torch.bincount(labels, minlength=3).float()
+    torch.testing.assert_close(weight, len(labels) / (3 * counts))
+    assert wf.parser.get_parsed_content("settings")["class_weights"] == "balanced"
+
+
+def test_explicit_class_weights_and_bad_ones_are_named(phantom_dir, tmp_path):
+    out = str(tmp_path)
+    wf = workflow("cnn", ("train",), "train", output_dir=out, image_size=32, class_weights=[1, 2, 4])
+    wf.parser["dataset_dir"] = str(phantom_dir)
+    wf.initialize()
+    assert wf.parser.get_parsed_content("loss").weight.tolist() == [1.0, 2.0, 4.0]
+    wf = workflow("vit", ("train",), "train", output_dir=str(tmp_path), image_size=32, class_weights=[1, 2])
+    wf.parser["dataset_dir"] = str(phantom_dir)
+    assert "class_weights has 2 weights but num_classes=3" in _parse_error(wf, "loss")

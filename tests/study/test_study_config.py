@@ -69,6 +69,11 @@ def test_optimizer_kwargs_parsed():
         ({"optimizers": ["adam", "adam"]}, "unique"),
         ({"sharpness": {"measures": ["flatness"]}}, "sharpness measure"),
         ({"evaluation": {"checkpoint": "middle"}}, "checkpoint"),
+        (
+            {"networks": [{"name": "resnet18", "evaluation": {"checkpoint": "middle"}}]},
+            "networks\\[0\\]: evaluation: checkpoint",
+        ),
+        ({"networks": [{"name": "resnet18", "evaluation": {"ckpt": "last"}}]}, "unknown key"),
         ({"networks": []}, "non-empty"),
     ],
 )
@@ -86,6 +91,19 @@ def test_bad_preset_and_missing_file(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ValueError, match="mapping"):
         load_config(bad)
+
+
+def test_network_evaluation_round_trips_and_keeps_other_fingerprints():
+    plain = make_config()
+    own = make_config(networks=["resnet18", {"name": "vit_small", "evaluation": {"checkpoint": "last"}}])
+    assert own.networks[1].evaluation == {"checkpoint": "last"} and own.networks[0].evaluation == {}
+    assert StudyConfig.from_dict(own.to_dict()).networks == own.networks
+    # Only the network with its own evaluation changes identity: the other network's records stay valid.
+    ids = {s.run_id: s for s in expand_grid(plain)}
+    for spec in expand_grid(own):
+        same = spec.network.name == "resnet18"
+        assert (spec.describe() == ids[spec.run_id].describe()) == same
+    assert "network_evaluation" not in next(iter(ids.values())).describe()
 
 
 def test_fingerprint_tracks_training_settings_only():

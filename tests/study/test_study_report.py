@@ -11,6 +11,7 @@ from study_fakes import FakeRun, make_config
 
 from monai_sam.cli import main
 from monai_sam.study.analysis import (
+    chance_level_runs,
     claims_table,
     compare_to_baseline,
     flatten_run,
@@ -121,9 +122,32 @@ def test_single_class_runs_flagged(tmp_path):
     record = json.loads(path.read_text())
     record["test"]["balanced_accuracy"] = 1 / 3  # what predicting one class gives with 3 classes
     path.write_text(json.dumps(record))
-    rows = [flatten_run(r) for r in load_runs(tmp_path)]
-    assert single_class_runs(rows, 3) == ["vit_small__adam__fold1__seed0"]
+    assert single_class_runs(load_runs(tmp_path), 3) == ["vit_small__adam__fold1__seed0"]
     assert "1 of 18 runs predict a single class" in write_report(tmp_path).read_text()
+
+
+def test_single_class_is_read_from_the_predictions(tmp_path):
+    # Balanced accuracy 1/3 is also what a run gets that finds every malignant image and no other one,
+    # predicting malignant or normal (a busi-cpu ViT run did): that run is at chance, not one-class.
+    config = make_config(seeds=[0], folds=[0, 1, 2])
+    run_study(config, tmp_path, run_fn=FakeRun(), progress=False)
+    labels = [0, 0, 1, 1, 2, 2]
+    for run_id, argmax in (
+        ("resnet18__adam__fold1__seed0", [1, 2, 1, 1, 1, 1]),
+        ("resnet18__sam__fold1__seed0", [0] * 6),
+    ):
+        path = tmp_path / "runs" / f"{run_id}.json"
+        record = json.loads(path.read_text())
+        probs = [[0.8 if c == k else 0.1 for c in range(3)] for k in argmax]
+        record["test_predictions"] = {"ids": [str(i) for i in range(6)], "labels": labels, "probs": probs}
+        record["test"]["balanced_accuracy"] = 1 / 3
+        path.write_text(json.dumps(record))
+    records = load_runs(tmp_path)
+    assert single_class_runs(records, 3) == ["resnet18__sam__fold1__seed0"]
+    assert chance_level_runs(records, 3) == ["resnet18__adam__fold1__seed0"]
+    text = write_report(tmp_path).read_text()
+    assert "1 of 18 runs predict a single class" in text and "`resnet18__sam__fold1__seed0`" in text
+    assert "1 of 18 runs predict several classes but with a test balanced accuracy at or below chance" in text
 
 
 def test_runs_outside_the_grid_are_counted(tmp_path):

@@ -73,3 +73,14 @@ def test_changed_cell_is_rerun_not_reused(tmp_path, fake_run):
     assert sorted(again.calls) == ["resnet18__sam__fold0__seed0", "vit_small__sam__fold0__seed0"]
     record = json.loads((tmp_path / "runs" / "resnet18__sam__fold0__seed0.json").read_text())
     assert record["rho"] == 0.1
+
+
+def test_network_evaluation_reruns_only_that_network(tmp_path, fake_run):
+    run_study(make_config(seeds=[0], folds=[0]), tmp_path, run_fn=fake_run, progress=False)
+    own = {"name": "vit_small", "evaluation": {"checkpoint": "last"}}
+    changed = make_config(seeds=[0], folds=[0], networks=["resnet18", own])
+    again = FakeRun()
+    run_study(changed, tmp_path, run_fn=again, progress=False)
+    assert sorted(again.calls) == [f"vit_small__{o}__fold0__seed0" for o in ("adam", "asam", "sam")]
+    record = json.loads((tmp_path / "runs" / "vit_small__sam__fold0__seed0.json").read_text())
+    assert record["network_evaluation"] == {"checkpoint": "last"}

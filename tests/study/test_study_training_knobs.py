@@ -72,3 +72,21 @@ def test_mode_options_go_to_the_optimizer_or_the_iteration(tmp_path):
     assert interval["optim#interval"] == 5 and "sam_start_fraction" not in interval
     late = run_fn.overrides(specs["sam-late"], tmp_path / "w")
     assert late["sam_start_fraction"] == 0.5 and "optim#start_fraction" not in late
+
+
+def test_network_evaluation_chooses_the_weights_that_are_evaluated(tmp_path):
+    # The ViT of busi-cpu is evaluated with its final weights, the CNN with its best-validation checkpoint.
+    import torch
+
+    own = {"name": "vit_small", "evaluation": {"checkpoint": "last"}}
+    config, run_fn = _run_function(tmp_path, networks=["resnet18", own], folds=[0])
+    specs = {s.run_id: s for s in expand_grid(config)}
+    best = torch.nn.Linear(2, 2)
+    torch.save(best.state_dict(), tmp_path / "model.pt")  # what the bundle's CheckpointSaver writes
+    expected_use = {"resnet18__adam__fold0__seed0": "best", "vit_small__adam__fold0__seed0": "last"}
+    for run_id, expected in expected_use.items():
+        final = torch.nn.Linear(2, 2)
+        evaluation = specs[run_id].evaluation_settings(config.evaluation)
+        used = run_fn._load_checkpoint(final, tmp_path, evaluation)
+        assert used.split()[0] == expected
+        assert torch.equal(final.weight, best.weight) == (expected == "best")
