@@ -22,7 +22,6 @@ _LAZY_TRANSFORMS = (
     "RandGaind",
     "RandSpeckleNoised",
     "load_ultrasound_image",
-    "loss_class_weights",
     "ultrasound_transforms",
 )
 

@@ -63,21 +63,19 @@ def loss_class_weights(
     """
     if class_weights is None:
         return None
+    usage = (
+        f"class_weights must be null, one of {list(CLASS_WEIGHT_MODES)} or a list of "
+        f"{num_classes} weights, got {class_weights!r}"
+    )
     if isinstance(class_weights, str):
         if class_weights not in CLASS_WEIGHT_MODES:
-            raise ValueError(
-                f"class_weights must be null, one of {list(CLASS_WEIGHT_MODES)} or a list of "
-                f"{num_classes} weights, got {class_weights!r}"
-            )
+            raise ValueError(usage)
         weights = balanced_class_weights((item["label"] for item in training), num_classes)
     else:
         try:
             weights = [float(w) for w in class_weights]
         except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"class_weights must be null, one of {list(CLASS_WEIGHT_MODES)} or a list of "
-                f"{num_classes} weights, got {class_weights!r}"
-            ) from err
+            raise ValueError(usage) from err
         if len(weights) != num_classes:
             raise ValueError(f"class_weights has {len(weights)} weights but num_classes={num_classes}")
         if not all(math.isfinite(w) and w > 0 for w in weights):

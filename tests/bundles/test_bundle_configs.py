@@ -276,6 +276,6 @@ def test_explicit_class_weights_and_bad_ones_are_named(phantom_dir, tmp_path):
     wf.parser["dataset_dir"] = str(phantom_dir)
     wf.initialize()
     assert wf.parser.get_parsed_content("loss").weight.tolist() == [1.0, 2.0, 4.0]
-    wf = workflow("vit", ("train",), "train", output_dir=str(tmp_path), image_size=32, class_weights=[1, 2])
+    wf = workflow("vit", ("train",), "train", output_dir=out, image_size=32, class_weights=[1, 2])
     wf.parser["dataset_dir"] = str(phantom_dir)
     assert "class_weights has 2 weights but num_classes=3" in _parse_error(wf, "loss")
