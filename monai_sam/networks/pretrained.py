@@ -114,6 +114,7 @@ def load_pretrained_weights(
     reinit_head: bool = False,
     strict: bool = True,
     rename: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    fresh_prefixes: tuple[str, ...] = (),
 ) -> PretrainedReport:
     """Copy the weights in a local file into ``network``.
 
@@ -128,6 +129,8 @@ def load_pretrained_weights(
         strict: if True, tensors missing from the file or unknown to the network raise; otherwise they
             are logged as warnings. Head tensors skipped through ``reinit_head`` never count as missing.
         rename: maps the file's tensor names to the network's (a file in another library's layout).
+        fresh_prefixes: name prefixes of network parts that the file need not hold (e.g. a transformer
+            put on a pretrained CNN): absent, they keep their initialisation and do not count as missing.
 
     Returns:
         a :class:`PretrainedReport`.
@@ -144,7 +147,8 @@ def load_pretrained_weights(
     new_state: dict[str, torch.Tensor] = {}
     for name, param in target.items():
         if name not in source:
-            report.missing.append(name)
+            if not name.startswith(fresh_prefixes):
+                report.missing.append(name)
             continue
         value = source[name]
         if value.shape != param.shape and name == input_key and _only_channels_differ(value, param):
