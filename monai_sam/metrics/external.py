@@ -107,7 +107,7 @@ class OperatingPoint:
         source: the images it was chosen on, e.g. ``internal validation split``; never the external set.
         n, positives: their number and positives.
         sensitivity, specificity: at ``threshold`` on those images.
-        note: why no threshold was chosen (empty otherwise).
+        note: why no threshold was chosen, or why it calls every image negative (empty otherwise).
     """
 
     threshold: float
@@ -131,7 +131,9 @@ def youden_operating_point(labels, scores, source: str) -> OperatingPoint:
     would make the sensitivity and specificity optimistic). Among ties of J the highest threshold wins
     (the most specific). The threshold lies halfway between the lowest score called positive and the
     next lower score, so it classifies ``scores`` as the cut does while leaving equal room on both
-    sides for new images. Without positives or negatives no threshold is chosen (``nan``, with a note).
+    sides for new images. Without positives or negatives no threshold is chosen (``nan``, with a note);
+    when no cut beats chance (J <= 0 everywhere) the threshold is ``+inf`` (every image negative; JSON
+    writes it as null), with a note.
 
     Args:
         labels: 0/1 or booleans, shape ``(n,)``; 1 marks the positive class.
@@ -148,7 +150,12 @@ def youden_operating_point(labels, scores, source: str) -> OperatingPoint:
     fpr, tpr, thresholds = roc_curve(y, s)
     best = int(np.argmax(tpr - fpr))  # first maximum: the highest threshold among ties
     threshold = thresholds[best] if best in (0, thresholds.size - 1) else thresholds[best : best + 2].mean()
-    return OperatingPoint(float(threshold), "youden", source, int(y.size), n_pos, tpr[best], 1.0 - fpr[best])
+    note = ""
+    if best == 0:
+        note = f"Youden's J is at most 0 on the {source}: every image is called negative (threshold +inf)"
+    return OperatingPoint(
+        float(threshold), "youden", source, int(y.size), n_pos, tpr[best], 1.0 - fpr[best], note
+    )
 
 
 def _check_both_classes(y: np.ndarray) -> None:
