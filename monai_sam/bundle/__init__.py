@@ -9,6 +9,8 @@
 ``monai_sam.bundle.plots``: training curves, ROC and confusion PNGs; ``monai_sam.bundle.summary``: the test
 evaluation after training and the end-of-run summaries; ``monai_sam.bundle.user_errors`` (imported by the
 configs, not here): a failure caused by the input or settings ends with its cause on the last line.
+``monai_sam.bundle.external``: external test sets in ``evaluate.yaml``; ``monai_sam.bundle.prediction``: class
+probabilities of a list of images through the evaluation transforms.
 ``monai_sam.bundle.overlay``: the overlay config of ``monai-sam overlay`` (SAM for an existing bundle).
 """
 
@@ -20,16 +22,20 @@ from monai_sam.bundle.distributed import (
     main_process_first,
     rank_handlers,
 )
+from monai_sam.bundle.external import ExternalEvaluation
 from monai_sam.bundle.inputs import bundle_datalist, default_class_names, image_folder_datalist, select_split
 from monai_sam.bundle.logs import EpochProgressBar, add_file_log, remove_file_logs, training_scalars
 from monai_sam.bundle.metrics import ClassificationReport, ClassificationScore, probabilities_and_labels
 from monai_sam.bundle.plots import (
     ClassificationPlots,
     TrainingCurves,
+    plot_binary_roc,
     plot_confusion_matrix,
+    plot_reliability,
     plot_roc_curves,
     plot_training_curves,
 )
+from monai_sam.bundle.prediction import predict_probabilities
 from monai_sam.bundle.reports import MetricsJSONWriter, PredictionWriter, write_json
 from monai_sam.bundle.resume import (
     RandomStreams,
@@ -52,6 +58,7 @@ __all__ = [
     "ClassificationReport",
     "ClassificationScore",
     "EpochProgressBar",
+    "ExternalEvaluation",
     "MetricsJSONWriter",
     "PredictionWriter",
     "RandomStreams",
@@ -72,9 +79,12 @@ __all__ = [
     "is_main_process",
     "load_network_checkpoint",
     "main_process_first",
+    "plot_binary_roc",
     "plot_confusion_matrix",
+    "plot_reliability",
     "plot_roc_curves",
     "plot_training_curves",
+    "predict_probabilities",
     "print_summary",
     "probabilities_and_labels",
     "rank_handlers",

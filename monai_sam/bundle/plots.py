@@ -1,8 +1,10 @@
-"""The bundles' figures (matplotlib, Agg): training curves, per-class ROC curves, the confusion matrix.
+"""The bundles' figures (matplotlib, Agg): training curves, ROC curves, the confusion matrix, reliability.
 
 :class:`TrainingCurves` (a trainer handler) draws ``training_curves.png``: the mean clean loss and the mean
 perturbed loss of every epoch and the validation key metric. :class:`ClassificationPlots` (an evaluator
 handler) draws ``<prefix>roc.png`` and ``<prefix>confusion.png`` from the epoch's probabilities and labels.
+:func:`plot_binary_roc` and :func:`plot_reliability` draw an external test set's ROC curve (with its
+operating point) and reliability diagram.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from ignite.engine import Engine, Events
 from monai_sam.bundle.logs import training_scalars
 from monai_sam.bundle.metrics import probabilities_and_labels
 from monai_sam.bundle.reports import write_json
-from monai_sam.metrics import confusion_matrix, roc_auc_binary, roc_curve
+from monai_sam.metrics import ReliabilityBins, confusion_matrix, roc_auc_binary, roc_curve
 
 __all__ = [
     "ClassificationPlots",
     "TrainingCurves",
+    "plot_binary_roc",
     "plot_confusion_matrix",
+    "plot_reliability",
     "plot_roc_curves",
     "plot_training_curves",
 ]
@@ -135,15 +139,106 @@ def plot_roc_curves(
         fpr, tpr, _ = roc_curve(positive, probs[:, index])
         auc = roc_auc_binary(positive, probs[:, index])
         ax.plot(fpr, tpr, label=f"{name} vs rest: AUC {auc:.3f} ({int(positive.sum())} positives)")
+    _finish_roc(ax, title or f"ROC curves, {len(labels)} images")
+    return _save(fig, path)
+
+
+def _finish_roc(ax: Any, title: str, fontsize: float | None = None) -> None:
+    """The chance diagonal, unit square, axis labels, title, legend and grid of a ROC figure."""
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title(title or f"ROC curves, {len(labels)} images")
+    ax.set_title(title, fontsize=fontsize)
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
+
+
+def plot_binary_roc(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    path: str | os.PathLike,
+    title: str = "",
+    operating_point: tuple[float, float] | None = None,
+    legend: str = "",
+) -> str:
+    """Draw one binary ROC curve, its AUC, and the operating point (1 - specificity, sensitivity) if given.
+
+    Args:
+        labels: 0/1, shape ``(n,)``; 1 marks the positive class.
+        scores: binary scores, shape ``(n,)``.
+        path: the PNG file.
+        title: the figure title.
+        operating_point: ``(sensitivity, specificity)`` at the threshold in use (NaN values: not drawn).
+        legend: what the operating point is, for the legend (e.g. where its threshold was chosen).
+
+    Returns:
+        The absolute path written.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.8))
+    positive = np.asarray(labels).astype(bool)
+    fpr, tpr, _ = roc_curve(positive, scores)
+    auc = roc_auc_binary(positive, scores)
+    ax.plot(
+        fpr, tpr, label=f"AUC {auc:.3f} ({int(positive.sum())} positive, {int((~positive).sum())} negative)"
+    )
+    if operating_point is not None and all(np.isfinite(operating_point)):
+        sens, spec = operating_point
+        ax.plot([1 - spec], [sens], "o", color="tab:red", label=legend or "operating point")
+    _finish_roc(ax, title or f"ROC curve, {len(positive)} images", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_reliability(
+    bins: ReliabilityBins, path: str | os.PathLike, title: str = "", caption: str = ""
+) -> str:
+    """Draw a reliability diagram: fraction of positives against mean probability per bin, and bin counts.
+
+    Args:
+        bins: the equal-width bins (:func:`monai_sam.metrics.reliability_bins`).
+        path: the PNG file.
+        title: the figure title.
+        caption: a line under the title, e.g. the ECE and Brier score.
+
+    Returns:
+        The absolute path written.
+    """
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    filled = bins.counts > 0
+    centres = (bins.edges[:-1] + bins.edges[1:]) / 2
+    width = np.diff(bins.edges)
+    ax.bar(
+        centres[filled],
+        bins.fraction_positive[filled],
+        width=width[filled],
+        edgecolor="tab:blue",
+        alpha=0.35,
+        label="fraction positive per bin",
+    )
+    ax.plot(
+        bins.mean_probability[filled],
+        bins.fraction_positive[filled],
+        "o-",
+        markersize=3,
+        color="tab:blue",
+        label="(mean probability, fraction positive)",
+    )
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction positive")
+    ax.set_title(title + (f"\n{caption}" if caption else ""), fontsize=9)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.grid(alpha=0.3)
+    hist.bar(centres, bins.counts, width=width, color="grey", edgecolor="black")
+    hist.set_xlabel("predicted probability of the positive class")
+    hist.set_ylabel("images")
     return _save(fig, path)
 
 

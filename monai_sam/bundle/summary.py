@@ -100,19 +100,24 @@ def training_summary(output_dir: str | os.PathLike) -> str:
 
 
 def evaluation_summary(
-    metrics_json: str | os.PathLike, outputs: Sequence[str | os.PathLike], split: str = ""
+    metrics_json: str | os.PathLike,
+    outputs: Sequence[str | os.PathLike],
+    split: str = "",
+    extra_metrics: Mapping[str, Any] | None = None,
 ) -> str:
     """Print the summary of an evaluation run.
 
     Args:
         metrics_json: the evaluation's metrics JSON.
-        outputs: the other files it wrote (predictions CSV, PNGs, log).
+        outputs: the other files it wrote (predictions CSV, PNGs, external sets' files, log).
         split: the evaluated split's name.
+        extra_metrics: more ``name: value`` lines after the split's metrics (e.g. the external sets').
     """
     result = _load(os.fspath(metrics_json)).get("final", {})
     files = [(os.fspath(metrics_json), "metrics")] + [(os.fspath(p), "") for p in outputs]
     files = [(p, d or os.path.splitext(p)[1].lstrip(".")) for p, d in files]
-    return print_summary(f"evaluation of the {split or 'chosen'} split finished", files, _key_metrics(result))
+    metrics = {**_key_metrics(result), **(extra_metrics or {})}
+    return print_summary(f"evaluation of the {split or 'chosen'} split finished", files, metrics)
 
 
 def inference_summary(predictions_csv: str | os.PathLike, class_names: Sequence[str]) -> str:

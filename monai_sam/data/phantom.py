@@ -96,6 +96,56 @@ def make_phantom_dataset(
     return out
 
 
+def make_site_phantom(
+    out_dir: str | Path,
+    num_per_class: int = 12,
+    image_size: int = 64,
+    seed: int = 1,
+    difficulty: float = 0.5,
+    gain: float = 1.4,
+    gamma: float = 0.7,
+    devices: Sequence[str] = ("site-B scanner 1", "site-B scanner 2"),
+    images_per_case: int = 2,
+) -> Path:
+    """Write a synthetic *second site*: phantom lesions displayed with another gain and contrast.
+
+    An external test set for demos and tests without real data: ``benign/`` and ``malignant/`` folders
+    (no ``normal``, like BUS-BRA) of ``site_<class>_<i>.png`` images, simulated as in
+    :func:`make_phantom_dataset` and then redisplayed as ``255 * gain * (v / 255) ** gamma`` (clipped):
+    another scanner's gain and log-compression curve. ``site.csv`` has one row per image: ``ID`` (the
+    file stem), ``Case`` (``images_per_case`` consecutive images of a class share a patient),
+    ``Pathology`` and ``Device`` (patients are dealt to ``devices`` in turn).
+
+    Args:
+        out_dir: the folder to create.
+        num_per_class: images per class.
+        image_size: side of the square images in pixels (>= 32).
+        seed: random seed; equal arguments give identical files.
+        difficulty: 0 (easy) to 1 (hard), as for the phantom.
+        gain: display gain (1: the phantom's).
+        gamma: display gamma (1: the phantom's).
+        devices: device names, dealt to the patients in turn.
+        images_per_case: images per patient.
+
+    Returns:
+        The folder.
+    """
+    phantom_parameters(num_per_class, image_size, seed, difficulty, PHANTOM_CLASSES[:2])
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    rows = ["ID,Case,Pathology,Device"]
+    for name in PHANTOM_CLASSES[:2]:
+        (out / name).mkdir(parents=True, exist_ok=True)
+        images = simulate_bmode([name] * num_per_class, image_size, difficulty, rng).astype(np.float64)
+        shown = np.clip(255.0 * gain * (images / 255.0) ** gamma, 0, 255).round().astype(np.uint8)
+        for i, image in enumerate(shown):
+            stem, case = f"site_{name}_{i:03d}", i // images_per_case
+            Image.fromarray(image).save(out / name / f"{stem}.png")
+            rows.append(f"{stem},{name[0]}{case:03d},{name},{devices[case % len(devices)]}")
+    (out / "site.csv").write_text("\n".join(rows) + "\n")
+    return out
+
+
 def _distinct(
     image: np.ndarray, kind: str, size: int, difficulty: float, rng: np.random.Generator, hashes: list[int]
 ) -> np.ndarray:

@@ -122,7 +122,7 @@ def test_knobs_and_stable_ids(bundle):
     for key in (*KNOBS, *STABLE_IDS):
         assert key in wf.parser, f"{bundle} train.yaml lacks {key}"
     wf = workflow(bundle, ("train", "evaluate"), "eval")
-    for key in ("ckpt_path", "eval_split", "evaluator", "dataset"):
+    for key in ("ckpt_path", "eval_split", "evaluator", "dataset", "external", "external_evaluation"):
         assert key in wf.parser
     wf = workflow(bundle, ("inference",), "infer")
     for key in ("input_dir", "ckpt_path", "network", "num_classes", "image_size", "output_dir"):

@@ -113,6 +113,7 @@ def test_evaluate_writes_metrics_and_predictions(trained_cnn, phantom_dir, tmp_p
             1, abs=1e-4
         )
     assert sum(int(r["correct"]) for r in rows) / len(rows) == pytest.approx(final["accuracy"])
+    assert not list(out.glob("external_*"))  # no external set by default: nothing more is written
 
 
 def test_inference_on_a_folder(trained_cnn, phantom_dir, tmp_path):

@@ -14,6 +14,7 @@ from monai_sam.data import (
     audit_dataset,
     build_datalist,
     make_phantom_dataset,
+    make_site_phantom,
     perceptual_hash,
     simulate_bmode,
 )
@@ -146,3 +147,20 @@ def test_benign_wider_malignant_taller_with_posterior_signs():
     assert (
         np.median(features["benign"][:, 2]) > 0 > np.median(features["malignant"][:, 2])
     )  # enhancement/shadow
+
+
+def test_site_phantom_is_the_phantom_redisplayed(tmp_path):
+    plain = make_site_phantom(tmp_path / "plain", num_per_class=3, image_size=32, gain=1.0, gamma=1.0)
+    brighter = make_site_phantom(tmp_path / "site", num_per_class=3, image_size=32, gain=1.4, gamma=0.7)
+    rng = np.random.default_rng(1)
+    reference = simulate_bmode(["benign"] * 3, 32, 0.5, rng)
+    read = lambda folder, i: np.asarray(Image.open(folder / "benign" / f"site_benign_00{i}.png"))  # noqa: E731
+    assert all(np.array_equal(read(plain, i), reference[i]) for i in range(3))
+    expected = np.clip(255 * 1.4 * (reference[1] / 255.0) ** 0.7, 0, 255).round()
+    assert np.array_equal(read(brighter, 1), expected.astype(np.uint8))
+    rows = (brighter / "site.csv").read_text().splitlines()
+    assert rows[0] == "ID,Case,Pathology,Device" and len(rows) == 7
+    assert rows[1:3] == [
+        "site_benign_000,b000,benign,site-B scanner 1",
+        "site_benign_001,b000,benign,site-B scanner 1",
+    ]

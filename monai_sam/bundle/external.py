@@ -1,0 +1,261 @@
+"""External validation in ``evaluate.yaml``: the trained network on other hospitals' images.
+
+:class:`ExternalEvaluation` runs after the internal evaluation, with the same network and the same
+validation preprocessing, on every set of the ``external`` knob (declarations of
+:mod:`monai_sam.data.external`). Per set it writes, next to the internal metrics:
+
+* ``external_<name>_metrics.json``: the positive-versus-rest AUC with DeLong's interval, sensitivity and
+  specificity at the operating point chosen on the *internal validation split* (Youden's J; its
+  threshold, rule and source are recorded), ECE, Brier score, patient-bootstrap intervals, the
+  per-group table and the set's description (classes, label map, score rule);
+* ``external_<name>_predictions.csv``: one row per image (probabilities, binary score, call);
+* ``external_<name>_groups.csv``: the per-group (e.g. per-scanner) table, when the set names groups;
+* ``external_<name>_roc.png`` and ``external_<name>_reliability.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_sam.bundle.plots import plot_binary_roc, plot_reliability
+from monai_sam.bundle.prediction import predict_probabilities
+from monai_sam.bundle.reports import write_json
+from monai_sam.data.external import ExternalSet, load_external_sets
+from monai_sam.metrics import (
+    SCORE_RULES,
+    binary_score,
+    external_validation_metrics,
+    reliability_bins,
+    roc_auc_binary,
+    youden_operating_point,
+)
+
+__all__ = ["ExternalEvaluation", "score_definition"]
+
+logger = logging.getLogger(__name__)
+
+#: Where the operating point of every external set is chosen.
+OPERATING_SOURCE = "internal validation split"
+
+
+def score_definition(external: ExternalSet) -> str:
+    """The binary score of ``external`` as a formula, e.g. ``p(malignant) / (p(benign) + p(malignant))``."""
+    positive = f"p({external.spec.positive})"
+    mapped = [external.class_names[i] for i in external.mapped_indices]
+    if external.spec.score == "raw" or len(mapped) == len(external.class_names):
+        return positive
+    return f"{positive} / ({' + '.join(f'p({c})' for c in mapped)})"
+
+
+class ExternalEvaluation:
+    """Evaluate the network on external test sets and write their metrics, predictions and figures.
+
+    The sets are loaded and checked when the component is built (the bundle's ``initialize``), so a bad
+    declaration fails before any image is evaluated. Nothing runs, and nothing is written, without sets.
+
+    Args:
+        sets: the ``external`` knob: a list of declarations (:class:`~monai_sam.data.ExternalSetSpec`).
+        network: the evaluated network (checkpoint loaded).
+        preprocessing: the validation transforms, the same as the internal evaluation's.
+        class_names: the model's class names in label order.
+        operating_items: the internal validation items; each set's operating point is chosen on those
+            of its mapped classes.
+        output_dir: where the files go.
+        batch_size: images per batch.
+        num_workers: DataLoader workers.
+        amp: autocast on CUDA, as the evaluator.
+        reader_options: DICOM/NIfTI reading options.
+        confidence: level of every interval.
+        ece_bins: equal-width bins of the ECE and the reliability diagram.
+        bootstrap_resamples: patient-bootstrap resamples.
+        seed: patient-bootstrap seed.
+        extra: more top-level entries of every metrics JSON (e.g. ``ckpt_path``, ``settings``).
+    """
+
+    def __init__(
+        self,
+        sets: Sequence[Mapping[str, Any]] | None,
+        network: torch.nn.Module,
+        preprocessing: Callable,
+        class_names: Sequence[str],
+        operating_items: Sequence[dict[str, Any]],
+        output_dir: str | os.PathLike,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        amp: bool = False,
+        reader_options: Mapping[str, Any] | None = None,
+        confidence: float = 0.95,
+        ece_bins: int = 10,
+        bootstrap_resamples: int = 2000,
+        seed: int = 0,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.sets = load_external_sets(sets, class_names, reader_options)
+        self.network, self.preprocessing = network, preprocessing
+        self.class_names = [str(c) for c in class_names]
+        self.operating_items = list(operating_items or [])
+        self.output_dir = os.fspath(output_dir)
+        self.batch_size, self.num_workers, self.amp = int(batch_size), int(num_workers), bool(amp)
+        self.confidence, self.ece_bins = float(confidence), int(ece_bins)
+        self.bootstrap_resamples, self.seed = int(bootstrap_resamples), int(seed)
+        self.extra = dict(extra or {})
+        self.results: dict[str, dict[str, Any]] = {}
+        self.outputs: list[str] = []
+
+    def _predict(self, items: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        return predict_probabilities(
+            self.network, items, self.preprocessing, self.batch_size, self.num_workers, self.amp
+        )
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        """Evaluate every set; returns ``{name: metrics}`` (also in :attr:`results`)."""
+        if not self.sets:
+            return {}
+        internal_probs, internal_labels = self._predict(self.operating_items)
+        for external in self.sets:
+            probs, _ = self._predict(external.items)
+            self.results[external.name] = self._evaluate_set(external, probs, internal_probs, internal_labels)
+        return self.results
+
+    def _evaluate_set(
+        self,
+        external: ExternalSet,
+        probs: np.ndarray,
+        internal_probs: np.ndarray,
+        internal_labels: np.ndarray,
+    ) -> dict[str, Any]:
+        """Metrics, files and figures of one set."""
+        mapped, positive = external.mapped_indices, external.positive_index
+        inside = np.isin(internal_labels, mapped)  # internal images of the mapped classes only
+        internal_scores = (
+            binary_score(internal_probs[inside], positive, mapped, external.spec.score)
+            if inside.any()
+            else []
+        )
+        operating = youden_operating_point(
+            internal_labels[inside] == positive, internal_scores, OPERATING_SOURCE
+        )
+        if operating.note:
+            logger.warning("external set %s: %s", external.name, operating.note)
+        labels = external.binary_labels()
+        scores = binary_score(probs, positive, mapped, external.spec.score)
+        metrics = external_validation_metrics(
+            labels,
+            scores,
+            operating,
+            cases=[i["case"] for i in external.items] if external.spec.case_column else None,
+            groups=[i["group"] for i in external.items] if external.spec.group_column else None,
+            confidence=self.confidence,
+            n_bins=self.ece_bins,
+            n_resamples=self.bootstrap_resamples,
+            seed=self.seed,
+        )
+        result = {
+            "name": external.name,
+            **self.extra,
+            "set": external.describe(),
+            "score": {"rule": external.spec.score, "definition": score_definition(external)},
+            **metrics,
+            "auc_by_score_rule": {
+                rule: roc_auc_binary(labels, binary_score(probs, positive, mapped, rule))
+                for rule in SCORE_RULES
+            },
+        }
+        self._write(external, result, probs, scores, labels)
+        return result
+
+    def _path(self, external: ExternalSet, suffix: str) -> str:
+        return os.path.join(self.output_dir, f"external_{external.name}_{suffix}")
+
+    def _write(
+        self,
+        external: ExternalSet,
+        result: dict[str, Any],
+        probs: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+    ) -> None:
+        """The metrics JSON, predictions and group CSVs, ROC and reliability PNGs of one set."""
+        paths = [self._path(external, "metrics.json")]
+        write_json(paths[0], result)
+        paths.append(self._write_predictions(external, probs, scores, result["operating_point"]["threshold"]))
+        if result["groups"]:
+            paths.append(self._path(external, "groups.csv"))
+            _write_rows(paths[-1], result["groups"])
+        op = result["operating_point"]
+        paths.append(
+            plot_binary_roc(
+                labels,
+                scores,
+                self._path(external, "roc.png"),
+                f"{external.name}: {result['score']['definition']}, {len(labels)} images",
+                operating_point=(result["sensitivity"], result["specificity"]),
+                legend=f"threshold {_num(op['threshold'])} ({op['rule']} on the {op['source']})",
+            )
+        )
+        paths.append(
+            plot_reliability(
+                reliability_bins(labels, scores, self.ece_bins),
+                self._path(external, "reliability.png"),
+                f"{external.name}: reliability of {result['score']['definition']}",
+                f"ECE {result['ece']:.3f} ({self.ece_bins} bins), Brier {result['brier']:.3f}, "
+                f"{len(labels)} images",
+            )
+        )
+        self.outputs += paths
+
+    def _write_predictions(
+        self, external: ExternalSet, probs: np.ndarray, scores: np.ndarray, threshold: float
+    ) -> str:
+        """One row per image: paths, classes, patient, group, probabilities, score and call."""
+        rows = []
+        for item, p, score in zip(external.items, probs, scores):
+            row = {
+                "image": item["image"],
+                "relpath": item["relpath"],
+                "external_label": item["external_label"],
+                "label": self.class_names[item["label"]],
+                "positive": int(item["label"] == external.positive_index),
+                "case": item["case"] or "",
+                "group": item["group"] or "",
+            }
+            row.update({f"prob_{c}": round(float(v), 6) for c, v in zip(self.class_names, p)})
+            row["score"] = round(float(score), 6)
+            row["called_positive"] = "" if np.isnan(threshold) else int(score >= threshold)
+            rows.append(row)
+        path = self._path(external, "predictions.csv")
+        _write_rows(path, rows)
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """Key figures of every evaluated set for the end-of-run summary."""
+        out: dict[str, Any] = {}
+        for name, r in self.results.items():
+            low, high = r["auc_ci"]
+            out[f"external {name} auc"] = r["auc"]
+            out[f"external {name} auc {r['confidence']:.0%} CI (DeLong)"] = f"[{_num(low)}, {_num(high)}]"
+            out.update({f"external {name} {k}": r[k] for k in ("sensitivity", "specificity", "ece", "brier")})
+        return out
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def _write_rows(path: str, rows: list[dict[str, Any]]) -> None:
+    """Dict rows as CSV (NaN written as empty cells)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: "" if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()}
+            )
