@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from synthetic_images import write_image
 
 from monai_sam.data import (
     DataWarning,
