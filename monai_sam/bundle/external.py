@@ -7,7 +7,8 @@ validation preprocessing, on every set of the ``external`` knob (declarations of
 * ``external_<name>_metrics.json``: the positive-versus-rest AUC with DeLong's interval, sensitivity and
   specificity at the operating point chosen on the *internal validation split* (Youden's J; its
   threshold, rule and source are recorded), ECE, Brier score, patient-bootstrap intervals, the
-  per-group table and the set's description (classes, label map, score rule);
+  per-group table, the set's description (classes, label map, score rule) and ``internal``: the
+  evaluated split's AUC of the same task with the same score, so the drop can be read off;
 * ``external_<name>_predictions.csv``: one row per image (probabilities, binary score, call);
 * ``external_<name>_groups.csv``: the per-group (e.g. per-scanner) table, when the set names groups;
 * ``external_<name>_roc.png`` and ``external_<name>_reliability.png``.
@@ -312,7 +313,10 @@ class ExternalEvaluation:
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+    """A figure for the summary and legends: 3 decimals, ``+inf``, or ``n/a`` (None, NaN)."""
+    if value is None or np.isnan(value):
+        return "n/a"
+    return "+inf" if np.isinf(value) else f"{value:.3f}"
 
 
 def _write_rows(path: str, rows: list[dict[str, Any]]) -> None:
