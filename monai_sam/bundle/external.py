@@ -7,7 +7,8 @@ validation preprocessing, on every set of the ``external`` knob (declarations of
 * ``external_<name>_metrics.json``: the positive-versus-rest AUC with DeLong's interval, sensitivity and
   specificity at the operating point chosen on the *internal validation split* (Youden's J; its
   threshold, rule and source are recorded), ECE, Brier score, patient-bootstrap intervals, the
-  per-group table and the set's description (classes, label map, score rule);
+  per-group table, the set's description (classes, label map, score rule) and ``internal``: the
+  evaluated split's AUC of the same task with the same score, so the drop can be read off;
 * ``external_<name>_predictions.csv``: one row per image (probabilities, binary score, call);
 * ``external_<name>_groups.csv``: the per-group (e.g. per-scanner) table, when the set names groups;
 * ``external_<name>_roc.png`` and ``external_<name>_reliability.png``.
@@ -37,7 +38,7 @@ from monai_sam.metrics import (
     youden_operating_point,
 )
 
-__all__ = ["ExternalEvaluation", "score_definition"]
+__all__ = ["ExternalEvaluation", "evaluate_external_set", "mapped_scores", "score_definition"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,87 @@ def score_definition(external: ExternalSet) -> str:
     return f"{positive} / ({' + '.join(f'p({c})' for c in mapped)})"
 
 
+def mapped_scores(
+    external: ExternalSet, probs: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positive (0/1) labels and binary scores of the internal images of ``external``'s mapped classes.
+
+    Internal images of classes the external set does not map to (``normal`` for BUS-BRA) are left out,
+    so the internal and external AUCs measure the same task with the same score.
+
+    Args:
+        external: the external set (its positive class, mapped classes and score rule).
+        probs: internal class probabilities, ``(n, C)``.
+        labels: internal model-class labels, ``(n,)``.
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    inside = np.isin(labels, external.mapped_indices)
+    if not inside.any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    scores = binary_score(
+        probs[inside], external.positive_index, external.mapped_indices, external.spec.score
+    )
+    return (labels[inside] == external.positive_index).astype(np.int64), scores
+
+
+def evaluate_external_set(
+    external: ExternalSet,
+    probs: np.ndarray,
+    operating: tuple[np.ndarray, np.ndarray],
+    internal: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    confidence: float = 0.95,
+    n_bins: int = 10,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The metrics of one external set from the model's probabilities (bundle and study alike).
+
+    Args:
+        external: the loaded set.
+        probs: the model's class probabilities of ``external.items``, ``(n, C)``.
+        operating: ``(probs, labels)`` of the internal validation images: the operating point is
+            chosen there (Youden's J on their mapped classes), never on the external set.
+        internal: ``(probs, labels)`` of the internal test images, for the internal AUC of the same task.
+        confidence, n_bins, n_resamples, seed: see :func:`monai_sam.metrics.external_validation_metrics`.
+
+    Returns:
+        The set's description, the score rule, every metric of
+        :func:`~monai_sam.metrics.external_validation_metrics`, ``auc_by_score_rule`` and ``internal``
+        (``n``, ``positives``, ``auc`` of the internal test images; ``nan`` AUC without both classes).
+    """
+    operating_point = youden_operating_point(*mapped_scores(external, *operating), OPERATING_SOURCE)
+    if operating_point.note:
+        logger.warning("external set %s: %s", external.name, operating_point.note)
+    mapped, positive = external.mapped_indices, external.positive_index
+    labels = external.binary_labels()
+    metrics = external_validation_metrics(
+        labels,
+        binary_score(probs, positive, mapped, external.spec.score),
+        operating_point,
+        cases=[i["case"] for i in external.items] if external.spec.case_column else None,
+        groups=[i["group"] for i in external.items] if external.spec.group_column else None,
+        confidence=confidence,
+        n_bins=n_bins,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    internal_labels, internal_scores = mapped_scores(external, *internal) if internal else ([], [])
+    return {
+        "set": external.describe(),
+        "score": {"rule": external.spec.score, "definition": score_definition(external)},
+        **metrics,
+        "auc_by_score_rule": {
+            rule: roc_auc_binary(labels, binary_score(probs, positive, mapped, rule)) for rule in SCORE_RULES
+        },
+        "internal": {
+            "n": len(internal_labels),
+            "positives": int(np.sum(internal_labels)),
+            "auc": roc_auc_binary(internal_labels, internal_scores) if len(internal_labels) else float("nan"),
+        },
+    }
+
+
 class ExternalEvaluation:
     """Evaluate the network on external test sets and write their metrics, predictions and figures.
 
@@ -67,6 +149,9 @@ class ExternalEvaluation:
         class_names: the model's class names in label order.
         operating_items: the internal validation items; each set's operating point is chosen on those
             of its mapped classes.
+        internal_items: the evaluated internal split's items: their positive-versus-rest AUC (mapped
+            classes, same score) is reported beside each external AUC, so the drop can be read off.
+        internal_split: the evaluated split's name (``test``).
         output_dir: where the files go.
         batch_size: images per batch.
         num_workers: DataLoader workers.
@@ -87,6 +172,8 @@ class ExternalEvaluation:
         class_names: Sequence[str],
         operating_items: Sequence[dict[str, Any]],
         output_dir: str | os.PathLike,
+        internal_items: Sequence[dict[str, Any]] = (),
+        internal_split: str = "test",
         batch_size: int = 16,
         num_workers: int = 0,
         amp: bool = False,
@@ -101,6 +188,7 @@ class ExternalEvaluation:
         self.network, self.preprocessing = network, preprocessing
         self.class_names = [str(c) for c in class_names]
         self.operating_items = list(operating_items or [])
+        self.internal_items, self.internal_split = list(internal_items or []), str(internal_split)
         self.output_dir = os.fspath(output_dir)
         self.batch_size, self.num_workers, self.amp = int(batch_size), int(num_workers), bool(amp)
         self.confidence, self.ece_bins = float(confidence), int(ece_bins)
@@ -118,57 +206,35 @@ class ExternalEvaluation:
         """Evaluate every set; returns ``{name: metrics}`` (also in :attr:`results`)."""
         if not self.sets:
             return {}
-        internal_probs, internal_labels = self._predict(self.operating_items)
+        operating = self._predict(self.operating_items)
+        internal = self._predict(self.internal_items)
         for external in self.sets:
             probs, _ = self._predict(external.items)
-            self.results[external.name] = self._evaluate_set(external, probs, internal_probs, internal_labels)
+            self.results[external.name] = self._evaluate_set(external, probs, operating, internal)
         return self.results
 
     def _evaluate_set(
         self,
         external: ExternalSet,
         probs: np.ndarray,
-        internal_probs: np.ndarray,
-        internal_labels: np.ndarray,
+        operating: tuple[np.ndarray, np.ndarray],
+        internal: tuple[np.ndarray, np.ndarray],
     ) -> dict[str, Any]:
         """Metrics, files and figures of one set."""
-        mapped, positive = external.mapped_indices, external.positive_index
-        inside = np.isin(internal_labels, mapped)  # internal images of the mapped classes only
-        internal_scores = (
-            binary_score(internal_probs[inside], positive, mapped, external.spec.score)
-            if inside.any()
-            else []
-        )
-        operating = youden_operating_point(
-            internal_labels[inside] == positive, internal_scores, OPERATING_SOURCE
-        )
-        if operating.note:
-            logger.warning("external set %s: %s", external.name, operating.note)
-        labels = external.binary_labels()
-        scores = binary_score(probs, positive, mapped, external.spec.score)
-        metrics = external_validation_metrics(
-            labels,
-            scores,
+        result = evaluate_external_set(
+            external,
+            probs,
             operating,
-            cases=[i["case"] for i in external.items] if external.spec.case_column else None,
-            groups=[i["group"] for i in external.items] if external.spec.group_column else None,
+            internal,
             confidence=self.confidence,
             n_bins=self.ece_bins,
             n_resamples=self.bootstrap_resamples,
             seed=self.seed,
         )
-        result = {
-            "name": external.name,
-            **self.extra,
-            "set": external.describe(),
-            "score": {"rule": external.spec.score, "definition": score_definition(external)},
-            **metrics,
-            "auc_by_score_rule": {
-                rule: roc_auc_binary(labels, binary_score(probs, positive, mapped, rule))
-                for rule in SCORE_RULES
-            },
-        }
-        self._write(external, result, probs, scores, labels)
+        result = {"name": external.name, **self.extra, **result}
+        result["internal"]["split"] = self.internal_split
+        scores = binary_score(probs, external.positive_index, external.mapped_indices, external.spec.score)
+        self._write(external, result, probs, scores, external.binary_labels())
         return result
 
     def _path(self, external: ExternalSet, suffix: str) -> str:
@@ -240,13 +306,17 @@ class ExternalEvaluation:
         for name, r in self.results.items():
             low, high = r["auc_ci"]
             out[f"external {name} auc"] = r["auc"]
+            out[f"external {name}: internal {r['internal']['split']} auc, same task"] = r["internal"]["auc"]
             out[f"external {name} auc {r['confidence']:.0%} CI (DeLong)"] = f"[{_num(low)}, {_num(high)}]"
             out.update({f"external {name} {k}": r[k] for k in ("sensitivity", "specificity", "ece", "brier")})
         return out
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+    """A figure for the summary and legends: 3 decimals, ``+inf``, or ``n/a`` (None, NaN)."""
+    if value is None or np.isnan(value):
+        return "n/a"
+    return "+inf" if np.isinf(value) else f"{value:.3f}"
 
 
 def _write_rows(path: str, rows: list[dict[str, Any]]) -> None:

@@ -316,8 +316,9 @@ def load_external_set(
         if target is None:
             excluded[record["external_label"]] += 1
             continue
-        relpath = Path(record["image"]).resolve().relative_to(root.resolve()).as_posix()
-        items.append({**record, "label": class_names.index(target), "relpath": relpath})
+        items.append(
+            {**record, "label": class_names.index(target), "relpath": _relative(record["image"], root)}
+        )
     items.sort(key=lambda item: item["image"])
     _check_two_classes(items, class_names, spec, where)
     return ExternalSet(spec, class_names, root, items, dict(excluded), skipped)
@@ -529,6 +530,12 @@ def _check_two_classes(
             f"{spec.positive}-versus-rest AUC is undefined; an external set needs images of "
             f"{spec.positive!r} and of another mapped class"
         )
+
+
+def _relative(image: str, root: Path) -> str:
+    """``image``'s path relative to ``root`` (the absolute path when a link leads outside it)."""
+    path, base = Path(image).resolve(), root.resolve()
+    return (path.relative_to(base) if path.is_relative_to(base) else path).as_posix()
 
 
 def _first(values: Sequence[str], limit: int = 5) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from monai_sam.study.statistics import (
 __all__ = [
     "BOUNDED_METRICS",
     "COMPARED_METRICS",
+    "EXTERNAL_METRICS",
     "GAP_METRICS",
     "PERFORMANCE_METRICS",
     "SUMMARY_METRICS",
@@ -32,6 +34,7 @@ __all__ = [
     "chance_level_runs",
     "claims_table",
     "compare_to_baseline",
+    "external_column",
     "flatten_run",
     "pooled_test_predictions",
     "sharpness_gap_correlations",
@@ -73,8 +76,37 @@ SUMMARY_METRICS: tuple[str, ...] = (
 )
 
 
+#: Per-run columns of every external set (``external_<name>_<key>``): its AUC, the test fold's AUC of the
+#: same task (mapped classes, same score), the drop between them (internal minus external), the
+#: sensitivity and specificity at the operating point chosen on the fold's validation images, ECE, Brier.
+EXTERNAL_METRICS: tuple[str, ...] = (
+    "auc",
+    "internal_auc",
+    "auc_drop",
+    "sensitivity",
+    "specificity",
+    "ece",
+    "brier",
+)
+
+
+def external_column(name: str, key: str) -> str:
+    """The flat-row column of external set ``name``'s metric ``key`` (:data:`EXTERNAL_METRICS`)."""
+    return f"external_{name}_{key}"
+
+
+def _external_values(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`EXTERNAL_METRICS` columns of one run's external set."""
+    metrics = entry.get("metrics") or {}
+    external, internal = _as_float(metrics.get("auc")), _as_float((metrics.get("internal") or {}).get("auc"))
+    values = {key: metrics.get(key) for key in ("auc", "sensitivity", "specificity", "ece", "brier")}
+    values.update(internal_auc=internal, auc_drop=internal - external)
+    return {external_column(name, key): values[key] for key in EXTERNAL_METRICS}
+
+
 def flatten_run(record: dict[str, Any]) -> dict[str, Any]:
-    """One flat CSV row from a run record: identity, ``test_*``, ``train_*``, ``gap_*``, ``sharpness_*``."""
+    """One flat CSV row from a run record: identity, ``test_*``, ``train_*``, ``gap_*``, ``sharpness_*``,
+    and ``external_<name>_*`` (:data:`EXTERNAL_METRICS`) for every external set."""
     row = {
         k: record.get(k)
         for k in ("run_id", "network", "bundle", "optimizer", "optimizer_name", "fold", "seed")
@@ -88,6 +120,8 @@ def flatten_run(record: dict[str, Any]) -> dict[str, Any]:
                 row[f"{prefix}_{key}"] = value
     for key in ("train_wall_s", "wall_s", "passes", "iterations", "epochs", "checkpoint"):
         row[key] = record.get(key)
+    for name, entry in (record.get("external") or {}).items():
+        row.update(_external_values(name, entry))
     return row
 
 
@@ -99,23 +133,35 @@ def _as_float(value: Any) -> float:
         return float("nan")
 
 
-def summarize(rows: list[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
+def summarize(
+    rows: list[dict[str, Any]],
+    confidence: float = 0.95,
+    metrics: Sequence[str] | None = None,
+    bounded: Collection[str] = BOUNDED_METRICS,
+) -> list[dict[str, Any]]:
     """Mean and CI of every summary metric and sharpness column per network x optimizer.
 
-    The CI of a :data:`BOUNDED_METRICS` column is a percentile bootstrap of the mean over runs
-    (10,000 resamples, seed 0; none with fewer than 3 runs), so it stays in the metric's range; the
-    other columns get a Student-t interval (none with fewer than 2 runs).
+    The CI of a ``bounded`` column (:data:`BOUNDED_METRICS`) is a percentile bootstrap of the mean
+    over runs (10,000 resamples, seed 0; none with fewer than 3 runs), so it stays in the metric's
+    range; the other columns get a Student-t interval (none with fewer than 2 runs).
+
+    Args:
+        rows: flat run rows (:func:`flatten_run`).
+        confidence: the intervals' level.
+        metrics: the columns to summarise (default: :data:`SUMMARY_METRICS` and the sharpness columns).
+        bounded: the columns whose interval is the bootstrap.
     """
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["network"], row["optimizer"])].append(row)
     sharp_cols = sorted({k for r in rows for k in r if k.startswith("sharpness_")})
+    columns = (*SUMMARY_METRICS, *sharp_cols) if metrics is None else tuple(metrics)
     out = []
     for (network, optimizer), members in groups.items():
         entry: dict[str, Any] = {"network": network, "optimizer": optimizer, "n": len(members)}
-        for metric in (*SUMMARY_METRICS, *sharp_cols):
+        for metric in columns:
             values = [_as_float(m.get(metric)) for m in members]
-            interval = bootstrap_mean_ci if metric in BOUNDED_METRICS else t_interval
+            interval = bootstrap_mean_ci if metric in bounded else t_interval
             mean, low, high = interval(values, confidence)
             entry[f"{metric}_mean"], entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = mean, low, high
         out.append(entry)
@@ -209,29 +255,37 @@ def _test_train_ratio(rows: list[dict[str, Any]], network: str, config: StudyCon
 
 
 def pooled_test_predictions(
-    records: list[dict[str, Any]], network: str, optimizer: str, keys: set[tuple[int, int, int]]
+    records: list[dict[str, Any]],
+    network: str,
+    optimizer: str,
+    keys: set[tuple[int, int, int]],
+    predictions: Callable[[dict[str, Any]], Mapping[str, Any] | None] | None = None,
 ) -> dict[str, tuple[int, np.ndarray]]:
     """Out-of-fold test predictions of one network x optimizer, pooled per image.
 
     Over the given (repeat, fold, seed) runs, every image's class probabilities are averaged (each
-    repeat and seed predicts every image once, on the fold where it is a test image).
+    repeat and seed predicts every image once, on the fold where it is a test image; an external
+    image is predicted by every run).
 
     Args:
         records: raw run records (with ``test_predictions``).
         network: the network.
         optimizer: the optimizer label.
         keys: the (repeat, fold, seed) runs to pool (those shared with the other side of a comparison).
+        predictions: which predictions of a record to pool (``ids``, ``labels``, ``probs``); default
+            its ``test_predictions``.
 
     Returns:
         image id -> (label, mean probabilities); empty when the records hold no predictions.
     """
+    predictions = predictions or (lambda record: record.get("test_predictions"))
     sums: dict[str, list] = {}
     for record in records:
         if record.get("network") != network or record.get("optimizer") != optimizer:
             continue
-        if _pair_key(record) not in keys or not record.get("test_predictions"):
+        if _pair_key(record) not in keys or not predictions(record):
             continue
-        pred = record["test_predictions"]
+        pred = predictions(record)
         for image_id, label, probs in zip(pred["ids"], pred["labels"], pred["probs"]):
             entry = sums.setdefault(image_id, [int(label), np.zeros(len(probs)), 0])
             entry[1] = entry[1] + np.asarray(probs, dtype=np.float64)
@@ -263,6 +317,8 @@ def compare_to_baseline(
     config: StudyConfig,
     metrics: tuple[str, ...] = COMPARED_METRICS,
     records: list[dict[str, Any]] | None = None,
+    lower_is_better: Collection[str] = GAP_METRICS,
+    corrected_t: bool = True,
 ) -> list[Comparison]:
     """Paired Wilcoxon + bootstrap comparison of every optimizer with the baseline, per network.
 
@@ -274,7 +330,10 @@ def compare_to_baseline(
     The Holm family is all network x optimizer comparisons of one metric. The verdict is
     ``improves``/``hurts`` when the Holm-adjusted p-value is below ``analysis.alpha``, otherwise
     ``no evidence``; the direction comes from the mean difference, where a smaller value improves
-    the metrics of :data:`GAP_METRICS` (generalization gaps, test loss).
+    the metrics of ``lower_is_better`` (default :data:`GAP_METRICS`: generalization gaps, test loss).
+
+    ``corrected_t=False`` leaves the corrected t-test and detectable difference out (``nan``): its
+    variance correction models cross-validation test folds, not one fixed external test set.
     """
     analysis = config.analysis
     baseline, alpha = analysis["baseline"], float(analysis["alpha"])
@@ -291,7 +350,7 @@ def compare_to_baseline(
                     continue
                 splits = _split_differences(a, b, keys)
                 ratio = _test_train_ratio(rows, network, config)
-                nb = corrected_resampled_ttest(splits, ratio)
+                nb = corrected_resampled_ttest(splits if corrected_t else [], ratio)
                 test = wilcoxon_paired(a, b)
                 mean, low, high = paired_bootstrap_ci(
                     a, b, analysis["confidence"], int(analysis["bootstrap_resamples"]), seed=0
@@ -329,7 +388,7 @@ def compare_to_baseline(
             # best case: every pair agrees and this is the family's smallest p (Holm multiplies by m)
             comp.underpowered = bool(comp.min_p * len(family) >= alpha)
             if not math.isnan(comp.p_holm) and comp.p_holm < alpha and comp.mean_diff != 0:
-                better = comp.mean_diff < 0 if metric in GAP_METRICS else comp.mean_diff > 0
+                better = comp.mean_diff < 0 if metric in lower_is_better else comp.mean_diff > 0
                 comp.verdict = "improves" if better else "hurts"
         results.extend(family)
     return results
@@ -398,8 +457,61 @@ def _predicted_classes(record: dict[str, Any], num_classes: int) -> int | None:
     return 1 if math.isclose(bacc, 1.0 / num_classes, abs_tol=1e-9) else None
 
 
+#: How the claims name the paper's methods (by registered optimizer name).
+_METHOD_TITLES = {
+    "sam": "SAM",
+    "asam": "ASAM",
+    "gsam": "GSAM",
+    "wsam": "WSAM",
+    "crsam": "CR-SAM",
+    "msam": "MSAM",
+}
+
+
+def _external_claim_rows(comparisons: list[Comparison], config: StudyConfig) -> list[dict[str, str]]:
+    """Per method and external set: does it improve the AUC on another hospital's images?
+
+    Judged like the other claims, on the Wilcoxon verdicts of the external AUC (Holm across methods);
+    the evidence adds the verdict on the drop (internal minus external AUC, smaller is better).
+    """
+    names = [spec["name"] for spec in config.data.get("external") or []]
+    if not names:
+        return [
+            {
+                "claim": "Sharpness-aware training improves generalization to another hospital",
+                "evidence": "no external test set in this study (data.external)",
+                "status": "not tested",
+            }
+        ]
+    rows = []
+    for name in names:
+        for opt in config.optimizers:
+            if opt.label == config.analysis["baseline"]:
+                continue
+            auc, drops = (
+                [
+                    c
+                    for c in comparisons
+                    if c.metric == external_column(name, key) and c.optimizer == opt.label
+                ]
+                for key in ("auc", "auc_drop")
+            )
+            title = _METHOD_TITLES.get(opt.label, opt.label)
+            row = _claim_row(f"{title} improves generalization to another hospital ({name})", auc, "improves")
+            if drops:
+                row["evidence"] = (
+                    "AUC "
+                    + row["evidence"]
+                    + "; drop "
+                    + ", ".join(f"{c.network}: {c.verdict} ({c.mean_diff:+.3f})" for c in drops)
+                )
+            rows.append(row)
+    return rows
+
+
 def claims_table(comparisons: list[Comparison], config: StudyConfig) -> list[dict[str, str]]:
-    """The paper's claims (arXiv:2408.04065) judged on this study's primary metric.
+    """The paper's claims (arXiv:2408.04065) judged on this study's primary metric, and, per method,
+    whether it improves generalization to another hospital (the external sets' AUC).
 
     Optimizers are matched by registered name (the first label with that name); networks are
     split into CNNs and transformers by the bundle that trains them.
@@ -443,7 +555,7 @@ def claims_table(comparisons: list[Comparison], config: StudyConfig) -> list[dic
             "status": "supported" if only else _unless_untestable(sam_row["status"], "not supported"),
         }
     )
-    return rows
+    return rows + _external_claim_rows(comparisons, config)
 
 
 def sharpness_gap_correlations(rows: list[dict[str, Any]], gap: str = "gap_loss") -> list[dict[str, Any]]:

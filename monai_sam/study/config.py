@@ -12,6 +12,9 @@ A study YAML looks like this (every key but ``optimizers`` and ``networks`` has 
       split_seed: 0
       phantom: {num_per_class: 30, image_size: 64}   # only for source: phantom
       reader_options: {frame: 0, nifti_slice: null, crop_region: true}   # DICOM/NIfTI (docs/data.md)
+      external:             # external test sets, evaluated by every run (docs/data.md section 7)
+        - {name: busbra, source: ../shared/data/busbra, csv: bus_data.csv, id_column: ID,
+           label_column: Pathology, case_column: Case, group_column: Device}
     networks: [resnet18, vit_small]          # or {name: resnet18, bundle: breast_us_cnn, train: {...},
                                              #     evaluation: {checkpoint: last}}: per-network settings
     optimizers:
@@ -82,6 +85,7 @@ _DATA_KEYS = {
     "val_fraction",
 }
 _DATA_KEYS |= {"reader_options"}  # optional (no default): DICOM frame, NIfTI slice, region crop
+_DATA_KEYS |= {"external"}  # optional (no default): external test sets
 _TRAIN_KEYS = {
     "max_epochs",
     "batch_size",
@@ -217,6 +221,7 @@ class StudyConfig:
                 ReadOptions.coerce(data["reader_options"])
             except ValueError as err:
                 raise ValueError(f"{source}: data.reader_options: {err}") from err
+        _parse_external(data, source)
         if data["source"] == "folder" and not data.get("dataset_dir"):
             raise ValueError(f"{source}: data.source 'folder' needs data.dataset_dir")
         if int(data["num_classes"]) not in (2, 3):
@@ -297,6 +302,8 @@ class StudyConfig:
         An output directory of another fingerprint is refused; within one, each run is also checked
         against its own cell's settings (see :func:`monai_sam.study.runner.run_fingerprint`).
         ``data.repeats`` is left out: adding repeats to a study only adds runs, like adding seeds.
+        ``data.external`` is in it when a study has external sets (their results are part of every run),
+        and absent otherwise, so studies without external sets keep their fingerprints.
         """
         keys = ("data", "train", "evaluation", "sharpness")
         payload_dict = {k: self.to_dict()[k] for k in keys}
@@ -341,6 +348,17 @@ _ANALYSIS_DEFAULTS: dict[str, Any] = {
     "confidence": 0.95,
     "bootstrap_resamples": 10000,
 }
+
+
+def _parse_external(data: dict[str, Any], source: str) -> None:
+    """Validate ``data.external`` in place: normalised declarations, or no key when there are none."""
+    if not data.get("external"):
+        data.pop("external", None)  # an empty list is no external set (and no change of fingerprint)
+        return
+    from monai_sam.data.external import parse_external_specs
+
+    specs = parse_external_specs(data["external"], f"{source}: data.external")
+    data["external"] = [spec.to_dict() for spec in specs]
 
 
 def _check_optimizer_names(optimizers: list[OptimizerSpec], source: str) -> None:

@@ -7,6 +7,9 @@ every run of fold ``i`` trains on that file's ``training`` list, selects its che
 
 Repeated k-fold (``data.repeats: r``): repeat ``j > 0`` is another k-fold partition made with split
 seed ``split_seed + j`` and written to ``splits/repeat{j}/fold_{i}.json``.
+
+External test sets (``data.external``) are loaded and checked here too, against the folds' class names,
+so a bad declaration fails before any run trains.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monai_sam.data.external import ExternalSet, load_external_sets
 from monai_sam.study.config import StudyConfig
 
 __all__ = ["StudyData", "prepare_study_data", "resolve_dataset_dir"]
@@ -32,12 +36,14 @@ class StudyData:
         split_files: fold index -> split JSON path (the first k-fold partition, repeat 0).
         class_names: class names in label order.
         repeat_files: repeat ``j >= 1`` -> fold index -> split JSON path (repeated k-fold).
+        external: the loaded external test sets of ``data.external``.
     """
 
     dataset_dir: Path
     split_files: dict[int, Path]
     class_names: list[str]
     repeat_files: dict[int, dict[int, Path]] = field(default_factory=dict)
+    external: list[ExternalSet] = field(default_factory=list)
 
     def split_file(self, repeat: int, fold: int) -> Path:
         """The split JSON of ``fold`` in k-fold partition ``repeat``."""
@@ -102,9 +108,12 @@ def prepare_study_data(config: StudyConfig, output_dir: str | Path) -> StudyData
                 all_files[repeat] = files
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    classes = json.loads(all_files[0][0].read_text())["classes"]
+    classes = list(json.loads(all_files[0][0].read_text())["classes"])
     repeats = {r: f for r, f in all_files.items() if r}
-    return StudyData(dataset_dir, all_files[0], list(classes), repeat_files=repeats)
+    external = load_external_sets(
+        config.data.get("external"), classes, config.data.get("reader_options"), where="data.external"
+    )
+    return StudyData(dataset_dir, all_files[0], classes, repeat_files=repeats, external=external)
 
 
 def _write_splits(config: StudyConfig, dataset_dir: Path, split_dir: Path, seed: int) -> None:

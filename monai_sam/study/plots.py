@@ -20,6 +20,7 @@ __all__ = [
     "key_metric_name",
     "plot_curves",
     "plot_differences",
+    "plot_external_generalization",
     "plot_metric_summary",
     "plot_sharpness_gap",
 ]
@@ -75,6 +76,56 @@ def plot_metric_summary(summary: list[dict[str, Any]], metric: str, path: Path) 
         title += "\n(no whisker: too few runs for an interval)"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=min(len(optimizers), 6))
+    return _save(fig, path)
+
+
+def plot_external_generalization(summary: list[dict[str, Any]], name: str, path: Path) -> Path:
+    """Internal (open) and external (filled) AUC per optimizer and network, with bootstrap whiskers.
+
+    Args:
+        summary: entries of :func:`monai_sam.study.generalization.summarize_external`.
+        name: the external set to draw.
+        path: the PNG file.
+    """
+    entries = [s for s in summary if s["external"] == name]
+    networks = list(dict.fromkeys(s["network"] for s in entries))
+    optimizers = list(dict.fromkeys(s["optimizer"] for s in entries))
+    lookup = {(s["network"], s["optimizer"]): s for s in entries}
+    width = 0.8 / max(len(optimizers), 1)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(networks) * max(1, len(optimizers) / 3)), 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, opt in enumerate(optimizers):
+        color = colors[j % len(colors)]
+        for i, net in enumerate(networks):
+            entry = lookup.get((net, opt))
+            if entry is None:
+                continue
+            x = i + (j - (len(optimizers) - 1) / 2) * width
+            for key, offset, face in (("internal_auc", -0.15, "white"), ("auc", 0.15, color)):
+                mean, low, high = (_finite([entry[f"{key}_{k}"]])[0] for k in ("mean", "ci_low", "ci_high"))
+                err = [[0 if math.isnan(low) else mean - low], [0 if math.isnan(high) else high - mean]]
+                ax.errorbar(x + offset * width, mean, yerr=err, fmt="o", color=color, mfc=face, capsize=2)
+            ax.plot(
+                [x - 0.15 * width, x + 0.15 * width],
+                [entry["internal_auc_mean"], entry["auc_mean"]],
+                color=color,
+                alpha=0.6,
+            )
+    ax.set_xticks(range(len(networks)), networks)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("AUC, positive class vs the other mapped classes", fontsize=8)
+    handles = [
+        Line2D([], [], color=colors[j % len(colors)], marker="o", ls="", label=o)
+        for j, o in enumerate(optimizers)
+    ]
+    handles += [
+        Line2D([], [], color="grey", marker="o", mfc="white", ls="", label="internal (test folds)"),
+        Line2D([], [], color="grey", marker="o", ls="", label=f"external ({name})"),
+    ]
+    ax.legend(handles=handles, fontsize=7, ncol=min(len(handles), 4))
+    ax.set_title(
+        f"internal and external AUC, mean and 95% percentile bootstrap over runs ({name})", fontsize=9
+    )
     return _save(fig, path)
 
 

@@ -21,11 +21,18 @@ from monai_sam.study.analysis import (
     summarize,
 )
 from monai_sam.study.config import StudyConfig
+from monai_sam.study.generalization import (
+    compare_external,
+    external_group_table,
+    external_names,
+    summarize_external,
+)
 from monai_sam.study.grid import expand_grid
 from monai_sam.study.plots import (
     key_metric_name,
     plot_curves,
     plot_differences,
+    plot_external_generalization,
     plot_metric_summary,
     plot_sharpness_gap,
 )
@@ -200,12 +207,7 @@ def _comparison_table(comparisons: list[Comparison], metric: str) -> str:
         verdict = c.verdict + (" (underpowered)" if c.underpowered else "")
         rows.append(
             [
-                c.network,
-                c.optimizer,
-                str(c.n),
-                _difference(c),
-                f"{_fmt(c.wilcoxon_p)} ({c.method})",
-                _fmt(c.p_holm),
+                *_paired_cells(c),
                 f"{_fmt(c.nb_p)} ({_fmt(c.nb_p_holm)})",
                 f"{_fmt(c.delong_p)} ({_fmt(c.delong_p_holm)})" if c.delong_n else "-",
                 f"±{_fmt(c.mdd)}" if not math.isnan(c.mdd) else "-",
@@ -227,6 +229,18 @@ def _comparison_table(comparisons: list[Comparison], metric: str) -> str:
     return _table(header, rows)
 
 
+def _paired_cells(c: Comparison) -> list[str]:
+    """Network, optimizer, pairs, mean difference with its interval, Wilcoxon p (method) and Holm p."""
+    return [
+        c.network,
+        c.optimizer,
+        str(c.n),
+        _difference(c),
+        f"{_fmt(c.wilcoxon_p)} ({c.method})",
+        _fmt(c.p_holm),
+    ]
+
+
 def _difference(c: Comparison) -> str:
     """``+0.012 [low, high]``, or the mean with the reason there is no bootstrap interval."""
     if math.isnan(c.boot_low) or math.isnan(c.boot_high):
@@ -240,6 +254,159 @@ def _verdict_grid(comparisons: list[Comparison]) -> str:
     lookup = {(c.network, c.optimizer, c.metric): c.verdict for c in comparisons}
     rows = [[n, o] + [lookup.get((n, o, m), "-") for m in COMPARED_METRICS] for n, o in keys]
     return _table(["network", "optimizer", *[m.removeprefix("test_") for m in COMPARED_METRICS]], rows)
+
+
+#: How the external comparisons are tested (``alpha`` is filled in).
+_EXTERNAL_TESTS = (
+    "**Across pairs**: Wilcoxon signed-rank test of the paired external AUCs, Holm-corrected across the "
+    "network x method comparisons, alpha = {alpha}, with the percentile bootstrap interval of the mean "
+    "difference; it asks whether the method wins run by run (training runs are the sampling unit). "
+    "**On the same images**: DeLong's test of the AUC of the method's and the baseline's pooled predictions "
+    "(each image's probabilities averaged over the paired runs, then scored), Holm-corrected across methods; "
+    "it asks whether the averaged models rank these images differently (images are the unit). One pooled "
+    "test rather than one per pair: the pairs share every image, so their DeLong p-values are dependent and "
+    "cannot be combined as if independent. DeLong treats images as independent, so several images of one "
+    "patient make it somewhat liberal. The drop (internal minus external AUC), ECE and Brier columns: "
+    "smaller is better, Wilcoxon and Holm likewise. The corrected resampled t-test is not used here: its "
+    "correction is for cross-validation test folds, and every run is tested on the same external images."
+)
+
+
+def _external_set_text(name: str, records: list[dict[str, Any]]) -> str:
+    """What external set ``name`` holds and how its numbers are made (from a run record)."""
+    entry = next(r["external"][name]["metrics"] for r in records if name in (r.get("external") or {}))
+    info, op = entry["set"], entry["operating_point"]
+    classes = ", ".join(f"{n} {c}" for c, n in info["model_classes"].items())
+    patients = f" of {info['cases']} patients" if info.get("cases") else ""
+    return (
+        f"{info['n']} images{patients} ({classes}) from another site, the same for every run. "
+        f"Score: `{entry['score']['definition']}` (`{entry['score']['rule']}`: the positive class "
+        "renormalised over the classes the set maps to, so probability the model gives to a class the set "
+        "cannot contain does not count as a negative call). **Internal AUC**: each run's test fold, its "
+        "images of the same classes only, the same score, so the two AUCs measure the same task and "
+        "**drop** = internal minus external. Sensitivity and specificity: at the threshold maximising "
+        f"Youden's J on each run's {op['source']} (never on the external images). ECE: 10 equal-width bins. "
+        "Intervals: percentile bootstrap of the mean over runs (10,000 resamples, seed 0); each run's own "
+        "patient-level bootstrap intervals are in `runs/*.json` (`external.<name>.metrics.bootstrap`)."
+    )
+
+
+def _external_comparison_table(comparisons: list[Comparison], delong: dict, name: str) -> str:
+    """Paired comparisons with the baseline on one external set: AUC (Wilcoxon, DeLong), drop, ECE, Brier."""
+    by_key = {(c.network, c.optimizer, c.metric): c for c in comparisons}
+    rows = []
+    for c in (c for c in comparisons if c.metric == f"external_{name}_auc"):
+        other = {
+            k: by_key.get((c.network, c.optimizer, f"external_{name}_{k}"))
+            for k in ("auc_drop", "ece", "brier")
+        }
+        pooled = delong.get((name, c.network, c.optimizer))
+        rows.append(
+            [
+                *_paired_cells(c),
+                f"{_fmt(pooled.auc_a)} vs {_fmt(pooled.auc_b)}" if pooled else "-",
+                f"{_fmt(c.delong_p)} ({_fmt(c.delong_p_holm)})" if pooled else "-",
+                c.verdict + (" (underpowered)" if c.underpowered else ""),
+                *(f"{_difference(o)}: {o.verdict}" if o else "-" for o in other.values()),
+            ]
+        )
+    header = [
+        "network",
+        "optimizer",
+        "n pairs",
+        "external AUC diff [bootstrap 95% CI]",
+        "Wilcoxon p",
+        "Holm p",
+        "pooled AUC (method vs baseline)",
+        "DeLong p (Holm)",
+        "verdict",
+        "drop diff: verdict",
+        "ECE diff: verdict",
+        "Brier diff: verdict",
+    ]
+    return _table(header, rows)
+
+
+def _external_sections(
+    config: StudyConfig, rows: list[dict[str, Any]], records: list[dict[str, Any]], images: Path, out: Path
+) -> tuple[list[str], list[Comparison]]:
+    """The "External generalization" section of every external set, and its comparisons."""
+    names = [n for n in external_names(config) if any(n in (r.get("external") or {}) for r in records)]
+    if not names:
+        return [], []
+    summary = summarize_external(rows, config)
+    comparisons, delong = compare_external(rows, records, config)
+    groups = external_group_table(records, config)
+    write_csv(out / "external_summary.csv", summary)
+    if groups:
+        write_csv(out / "external_groups.csv", groups)
+    baseline, alpha = config.analysis["baseline"], float(config.analysis["alpha"])
+    parts = []
+    for name in names:
+        figure = plot_external_generalization(summary, name, images / f"study_external_{name}.png")
+        cols = ("internal_auc", "auc", "auc_drop", "sensitivity", "specificity", "ece", "brier")
+        table = _table(
+            [
+                "network",
+                "optimizer",
+                "runs",
+                "internal AUC",
+                "external AUC",
+                "drop",
+                "sensitivity",
+                "specificity",
+                "ECE",
+                "Brier",
+            ],
+            [
+                [e["network"], e["optimizer"], str(e["n"])] + [_ci(e, c) for c in cols]
+                for e in summary
+                if e["external"] == name
+            ],
+        )
+        auc = [c for c in comparisons if c.metric == f"external_{name}_auc"]
+        device = [g for g in groups if g["external"] == name]
+        parts += [
+            f"## External generalization: {name}\n\n" + _external_set_text(name, records),
+            "### AUC inside and outside the hospital, and calibration\n\n"
+            "Mean over runs [95% percentile bootstrap interval over runs].\n\n" + table,
+            f"![internal and external AUC]({Path(_relative(figure, out)).as_posix()})",
+            f"### Paired comparison with {baseline} on {name}\n\n"
+            "Each method minus the baseline on the same (repeat, fold, seed) pairs. "
+            + _EXTERNAL_TESTS.format(alpha=alpha)
+            + "\n\n"
+            + _external_comparison_table(comparisons, delong, name),
+            _power_note(auc, alpha),
+        ]
+        if device:
+            parts.append(
+                f"### {name} per device\n\n"
+                "Mean over runs [95% bootstrap interval over runs]; a device with images of one class "
+                "has no AUC.\n\n"
+                + _table(
+                    [
+                        "network",
+                        "optimizer",
+                        "device",
+                        "images",
+                        "positive",
+                        "AUC",
+                        "sensitivity",
+                        "specificity",
+                    ],
+                    [
+                        [g["network"], g["optimizer"], g["group"], str(g["n"]), str(g["positives"])]
+                        + [_ci(g, k) for k in ("auc", "sensitivity", "specificity")]
+                        for g in device
+                    ],
+                )
+            )
+        parts.append(
+            "What this cannot support: one external site is one draw of a hospital, scanner park and "
+            "case mix, and the study's runs share its images, so intervals over runs say nothing about other "
+            "hospitals. Choices tuned on this set (preprocessing, thresholds) make its figures optimistic."
+        )
+    return parts, comparisons
 
 
 def write_report(
@@ -268,8 +435,9 @@ def write_report(
     if rows:
         write_csv(out / "runs.csv", rows)
         write_csv(out / "summary.csv", summary)
-    if comparisons:
-        write_csv(out / "comparisons.csv", [asdict(c) for c in comparisons])
+    external_parts, external_comparisons = _external_sections(config, rows, records, images, out)
+    if comparisons or external_comparisons:
+        write_csv(out / "comparisons.csv", [asdict(c) for c in comparisons + external_comparisons])
     primary = [c for c in comparisons if c.metric == metric]
     grid = {spec.run_id for spec in expand_grid(config)}
     in_grid = sum(r["run_id"] in grid for r in records)
@@ -320,12 +488,17 @@ def write_report(
         _power_note(primary, alpha),
         _other_tests_note(primary, alpha),
         f"![differences]({link['differences']})",
+        *external_parts,
         "## The paper's claims, on this study's data\n\n"
         "Claims of Hassan, Vakanski and Xian (arXiv:2408.04065), judged on the verdicts above "
-        f"({metric.removeprefix('test_')}).\n\n"
+        f"({metric.removeprefix('test_')}; generalization to another hospital: the external AUC's Wilcoxon "
+        "verdicts).\n\n"
         + _table(
             ["claim", "evidence (per network)", "status"],
-            [[r["claim"], r["evidence"], r["status"]] for r in claims_table(comparisons, config)],
+            [
+                [r["claim"], r["evidence"], r["status"]]
+                for r in claims_table(comparisons + external_comparisons, config)
+            ],
         ),
         "### Verdicts on every compared metric (Holm within each metric)\n\n"
         "For the generalization gaps (`gap_loss` = test minus training loss, `gap_accuracy` = training minus "
@@ -355,7 +528,8 @@ def write_report(
         + f"\n\n![sharpness vs gap]({link['sharpness']})",
         "Files: `runs.csv` (one row per run), `summary.csv` (means and intervals), "
         "`comparisons.csv` (every metric), "
-        "`runs/*.json` (full records with per-epoch curves).",
+        + ("`external_summary.csv`, `external_groups.csv` (external sets), " if external_parts else "")
+        + "`runs/*.json` (full records with per-epoch curves).",
     ]
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n")

@@ -13,6 +13,11 @@ Evaluation reuses the bundle's components instead of a second workflow: the trai
 preprocessing (``validate#preprocessing``) are applied, in eval mode, to the fold's training and test
 lists. Running the same transforms and mode on both is what makes the generalization gap meaningful,
 and having the probabilities gives every metric of :func:`monai_sam.metrics.classification_metrics`.
+
+External test sets (``data.external``) go through the same network and preprocessing: each run records
+their metrics (:func:`monai_sam.bundle.external.evaluate_external_set`, the operating point chosen on
+the fold's validation images), the test fold's AUC of the same task, and the per-image predictions under
+anonymous ids (hashes of the image path relative to the set's folder, and of the patient id).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_sam.bundle.external import evaluate_external_set
 from monai_sam.bundle.logs import remove_file_logs, suppressed_message
+from monai_sam.bundle.prediction import predict_probabilities
 from monai_sam.metrics import classification_metrics
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.data import StudyData, prepare_study_data
@@ -37,6 +44,8 @@ __all__ = ["BundleRunFunction", "TrainingRecorder", "bundle_config_file", "defau
 
 #: optimizer-spec keys that configure the bundle's iteration function, not ``create_optimizer``.
 ITERATION_KNOBS = {"start_fraction": "sam_start_fraction"}
+#: Patient-bootstrap resamples of every run's external metrics (the bundles' default too).
+EXTERNAL_BOOTSTRAP_RESAMPLES = 2000
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +243,9 @@ class BundleRunFunction:
         test_metrics, test_predictions = self._evaluate(network, split["test"], transform)
         eval_wall = time.perf_counter() - start
         start = time.perf_counter()
+        external = self._external(network, split, transform, test_predictions)
+        external_wall = time.perf_counter() - start
+        start = time.perf_counter()
         sharpness = self._sharpness(network, split["training"], transform, spec.seed)
         sharp_wall = time.perf_counter() - start
         remove_file_logs(work_dir)  # bundles close their own in finalize; a custom bundle may not
@@ -259,6 +271,8 @@ class BundleRunFunction:
             "eval_wall_s": eval_wall,
             "sharpness_wall_s": sharp_wall,
             "bundle_config": str(config_file),
+            # only with external sets: records of studies without them stay as they were
+            **({"external": external, "external_wall_s": external_wall} if external else {}),
         }
 
     def _load_checkpoint(self, network: torch.nn.Module, work_dir: Path, evaluation: dict[str, Any]) -> str:
@@ -286,13 +300,29 @@ class BundleRunFunction:
         """A deterministic loader over ``items`` with the bundle's evaluation transforms."""
         from monai.data import DataLoader, Dataset
 
-        if transform is None:
-            from monai_sam.data import ultrasound_transforms
-
-            transform = ultrasound_transforms(int(self.config.train["image_size"]), train=False)
         workers = int(self.config.train["num_workers"])
         return DataLoader(
-            Dataset(items, transform=transform), batch_size=batch_size, shuffle=False, num_workers=workers
+            Dataset(items, transform=self._transform(transform)),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+        )
+
+    def _transform(self, transform: Any) -> Any:
+        """The bundle's evaluation transforms, or the default ones of a bundle without them."""
+        if transform is not None:
+            return transform
+        from monai_sam.data import ultrasound_transforms
+
+        return ultrasound_transforms(int(self.config.train["image_size"]), train=False)
+
+    def _predict(
+        self, network: torch.nn.Module, items: list[dict], transform: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and labels of ``items`` (eval mode, the evaluation transforms)."""
+        train = self.config.train
+        return predict_probabilities(
+            network, items, self._transform(transform), int(train["batch_size"]), int(train["num_workers"])
         )
 
     def _evaluate(
@@ -304,22 +334,48 @@ class BundleRunFunction:
         predictions of the same images across runs (DeLong's test). An image's id is a hash of its
         path relative to the data set folder, so no file name (which may name a patient) is stored.
         """
-        device = next(network.parameters()).device
-        network.eval()
-        probs, labels = [], []
-        with torch.no_grad():
-            for batch in self._loader(items, transform, int(self.config.train["batch_size"])):
-                out = network(_plain(batch["image"]).to(device))
-                logits = out[0] if isinstance(out, (tuple, list)) else out
-                probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-                labels.append(_plain(batch["label"]).reshape(-1).cpu().numpy())
-        y, p = np.concatenate(labels), np.concatenate(probs)
+        p, y = self._predict(network, items, transform)
         predictions = {
             "ids": [image_id(item["image"], self.data.dataset_dir) for item in items],
             "labels": [int(v) for v in y],
             "probs": np.round(p.astype(np.float64), 6).tolist(),
         }
         return classification_metrics(y, p, self.data.class_names), predictions
+
+    def _external(
+        self, network: torch.nn.Module, split: dict[str, Any], transform: Any, test: dict[str, list]
+    ) -> dict[str, Any]:
+        """Every external set: metrics, the test fold's AUC of the same task, anonymous per-image predictions.
+
+        The operating point is chosen on the fold's validation images (never the external ones); the
+        internal AUC uses the test fold's stored predictions (``test``) of the set's mapped classes.
+        Patient ids are stored hashed too; group names (scanners) are kept as they are.
+        """
+        if not self.data.external:
+            return {}
+        validation = self._predict(network, split["validation"], transform)
+        internal = (np.asarray(test["probs"], dtype=np.float64), np.asarray(test["labels"], dtype=np.int64))
+        out = {}
+        for external in self.data.external:
+            probs, _ = self._predict(network, external.items, transform)
+            metrics = evaluate_external_set(
+                external, probs, validation, internal, n_resamples=EXTERNAL_BOOTSTRAP_RESAMPLES
+            )
+            spec = external.spec
+            out[external.name] = {
+                "positive": external.positive_index,
+                "mapped": external.mapped_indices,
+                "score_rule": spec.score,
+                "metrics": metrics,
+                "predictions": {
+                    "ids": [image_id(item["image"], external.root) for item in external.items],
+                    "labels": [int(item["label"]) for item in external.items],
+                    "probs": np.round(probs.astype(np.float64), 6).tolist(),
+                    "cases": [_hashed(item["case"]) for item in external.items] if spec.case_column else None,
+                    "groups": [item["group"] for item in external.items] if spec.group_column else None,
+                },
+            }
+        return out
 
     def _sharpness(
         self, network: torch.nn.Module, items: list[dict], transform: Any, seed: int
@@ -377,18 +433,19 @@ def image_id(path: str | Path, dataset_dir: str | Path) -> str:
     return hashlib.sha256(rel.as_posix().encode()).hexdigest()[:16]
 
 
+def _hashed(text: str) -> str:
+    """An anonymous, stable id of a patient id (the first 16 hex digits of its SHA-256)."""
+    import hashlib
+
+    return hashlib.sha256(f"case:{text}".encode()).hexdigest()[:16]
+
+
 def _optional(parser: Any, key: str) -> Any:
     """``parser.get_parsed_content(key)`` or None when the bundle has no such id."""
     try:
         return parser.get_parsed_content(key)
     except KeyError:
         return None
-
-
-def _plain(x: Any) -> torch.Tensor:
-    """A plain tensor from a MONAI MetaTensor (or a tensor)."""
-    as_tensor = getattr(x, "as_tensor", None)
-    return as_tensor() if callable(as_tensor) else torch.as_tensor(x)
 
 
 def _read_split(path: Path) -> dict[str, Any]:

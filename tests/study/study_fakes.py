@@ -55,3 +55,49 @@ class FakeRun:
             "passes": 20 if spec.optimizer.label == "adam" else 40,
             "train_wall_s": 1.0,
         }
+
+
+class FakeExternalRun(FakeRun):
+    """:class:`FakeRun` plus an external set ``site`` of 40 images (20 patients, 3 devices).
+
+    Every run of a (network, fold, seed) pair sees the same per-image noise; SAM's malignant logit separates
+    the classes twice as strongly as the baseline's, ASAM's half as strongly, so SAM's external AUC is
+    higher in every pair and ASAM's lower. The record has what :class:`BundleRunFunction` stores.
+    """
+
+    def __call__(self, spec):
+        from monai_sam.metrics import OperatingPoint, external_validation_metrics
+
+        result = super().__call__(spec)
+        labels = np.repeat([0, 1], 20)  # model classes benign (0) and malignant (1)
+        noise = np.random.default_rng([spec.fold, spec.seed, len(spec.network.name), 3]).normal(0, 1.5, 40)
+        strength = {"sam": 1.6, "asam": 0.4}.get(spec.optimizer.label, 0.8)
+        normal = np.random.default_rng([spec.fold, spec.seed, 5]).normal(-1.0, 1.0, 40)  # raw != conditional
+        logits = np.stack([np.zeros(40), strength * labels + noise, normal], axis=1)
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        scores = probs[:, 1] / (probs[:, 0] + probs[:, 1])
+        groups = ["C" if i >= 38 else ("A" if i % 4 < 2 else "B") for i in range(40)]  # C: malignant only
+        cases = [f"p{i // 2}" for i in range(40)]
+        operating = OperatingPoint(0.5, "youden", "internal validation split", 10, 4, 0.75, 0.8)
+        metrics = external_validation_metrics(labels, scores, operating, cases, groups, n_resamples=50)
+        metrics.update(
+            set={"n": 40, "model_classes": {"benign": 20, "malignant": 20}, "cases": 20},
+            score={"rule": "conditional", "definition": "p(malignant) / (p(benign) + p(malignant))"},
+            internal={"n": 10, "positives": 4, "auc": result["test"]["macro_auc"]},
+        )
+        result["external"] = {
+            "site": {
+                "positive": 1,
+                "mapped": [0, 1],
+                "score_rule": "conditional",
+                "metrics": metrics,
+                "predictions": {
+                    "ids": [f"id{i:02d}" for i in range(40)],
+                    "labels": labels.tolist(),
+                    "probs": probs.tolist(),
+                    "cases": cases,
+                    "groups": groups,
+                },
+            }
+        }
+        return result
