@@ -6,7 +6,8 @@ A set is declared the same way in a bundle's ``external`` knob and in a study's 
      label_column: Pathology, case_column: Case, group_column: Device,
      label_map: {benign: benign, malignant: malignant}, positive: malignant, score: conditional}
 
-* ``source``: a class folder (one sub-folder of images per class, like BUSI) or a CSV file.
+* ``source``: a class folder (one sub-folder of images per class, like BUSI) or a CSV file; environment
+  variables in it are expanded (``$MONAI_SAM_BUSBRA_DIR``), so one config serves several machines.
   - With a class folder, ``csv`` (optional, relative to ``source``) has one row per image, keyed by the
     image's file name without extension (``id_column``); it adds the patient (``case_column``) and
     group (``group_column``, e.g. the scanner) of every image. A ``label_column`` there is checked
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 import warnings
 from collections import Counter
@@ -297,9 +299,11 @@ def load_external_set(
     spec = ExternalSetSpec.parse(spec)
     where = f"external set {spec.name!r}"
     class_names = [str(c) for c in class_names]
-    source = Path(spec.source).expanduser()
+    source = Path(os.path.expandvars(spec.source)).expanduser()  # $VARS: one config, many machines
     if not source.exists():
-        raise FileNotFoundError(f"{where}: source does not exist: {source}")
+        unset = [v for v in re.findall(r"\$\{?(\w+)", str(source)) if v not in os.environ]
+        hint = f" (set the environment variable {', '.join(unset)})" if unset else ""
+        raise FileNotFoundError(f"{where}: source does not exist: {source}{hint}")
     options = ReadOptions.coerce(reader_options)
     if spec.csv_source:
         root = source.parent

@@ -70,6 +70,15 @@ def test_class_folder_with_per_image_csv(site):
     assert info["negative_classes"] == ["benign"] and info["spec"]["score"] == "conditional"
 
 
+def test_source_expands_environment_variables(site, monkeypatch):
+    monkeypatch.setenv("SITE_B_DIR", str(site))
+    ext = load_external_set(_spec(site, source="$SITE_B_DIR"), MODEL)
+    assert len(ext.items) == 12 and ext.root == site
+    monkeypatch.delenv("SITE_B_DIR")
+    with pytest.raises(FileNotFoundError, match=r"set the environment variable SITE_B_DIR"):
+        load_external_set(_spec(site, source="${SITE_B_DIR}"), MODEL)
+
+
 def test_label_map_renames_and_leaves_out(site, tmp_path):
     folder = _copy(site, tmp_path)
     (folder / "benign").rename(folder / "B")
