@@ -22,7 +22,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.functional import global_norm, inverse_norm, scale_by, zero_non_finite_
+from monai_sam.optimizers.functional import (
+    all_finite,
+    global_norm,
+    inverse_norm,
+    scale_by,
+    zero_non_finite_,
+)
 from monai_sam.optimizers.perturbation_set import perturbed_param_ids
 
 __all__ = ["SharpnessAwareOptimizer"]
@@ -307,12 +313,22 @@ class SharpnessAwareOptimizer(Optimizer):
             self._poison_final_grad(self.last_perturbation_skipped)
         self._unperturbed = True
 
-    def base_step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+    def base_step(self, scaler: torch.amp.GradScaler | None = None, *, check_finite: bool = True) -> None:
         """Step the base optimizer with the final gradient, then apply any post-step correction.
+
+        A step whose final gradient is not finite is never applied: an enabled GradScaler skips it (and
+        lowers the scale); without one it raises ``FloatingPointError`` before the base optimizer runs,
+        so the weights and the base optimizer's state stay as they were.
 
         Args:
             scaler: an optional GradScaler; when enabled, ``scaler.step(self.base_optimizer)`` is used (it
                 unscales unless the caller already did). ``scaler.update()`` is left to the caller.
+            check_finite: without an enabled GradScaler, check the final gradient before stepping: one
+                host read per step. False skips the read, for a caller that checked it already (monai-sam's
+                iteration reads it together with the loss) or that accepts stepping on inf/NaN.
+
+        Raises:
+            FloatingPointError: the final gradient is not finite (``check_finite``, no GradScaler).
         """
         if not self._unperturbed:
             raise RuntimeError(
@@ -323,6 +339,8 @@ class SharpnessAwareOptimizer(Optimizer):
             scaler.step(self.base_optimizer)
             skipped, inv_scale = self._scaler_outcome(scaler)
         else:
+            if check_finite and not bool(self.final_gradient_is_finite()):
+                self._refuse_step()
             self.base_optimizer.step()
         if self._full_step:
             with torch.no_grad():
@@ -348,6 +366,39 @@ class SharpnessAwareOptimizer(Optimizer):
                 del values[key]
         self._passes_done = 0
         self._unperturbed = False
+
+    @torch.no_grad()
+    def final_gradient_is_finite(self) -> Tensor:
+        """0-d bool device tensor (no host read): every ``.grad`` entry is finite. Call it after unperturb().
+
+        After a full step the final gradient is made non-finite when the clean gradient was (see
+        :attr:`last_perturbation_skipped`), so this one flag covers every pass of the step.
+        """
+        _, grads = self._grads()
+        return all_finite(grads, device=self.last_grad_norm.device)
+
+    def _refuse_step(self) -> None:
+        """Close the step without a base step and raise FloatingPointError naming the pass at fault."""
+        full = self._full_step
+        clean_bad = full and bool(self.last_perturbation_skipped)
+        self.end_passes()
+        name = type(self).__name__
+        if clean_bad:
+            where = (
+                "the clean gradient (pass 1) already was not finite (or its norm exceeded the float32 range)"
+            )
+        elif full:
+            where = "the clean gradient was finite, so a perturbed pass or the combination overflowed"
+        else:
+            where = "this was a one-pass step (interval/start_step), so the gradient itself was not finite"
+        raise FloatingPointError(
+            f"{name}: the final gradient of step {self._step_count} is not finite (inf/NaN): {where}. The "
+            "step was not taken: the weights and the base optimizer's state are unchanged. Without a "
+            "GradScaler to skip such steps this stops training. Usual causes: a diverging loss (lower the "
+            "learning rate or rho), bad input data, or overflow under fp16/bf16 autocast (fp16: pass a "
+            "GradScaler to base_step(scaler), which skips such steps; bf16: train in fp32). "
+            "base_step(check_finite=False) steps anyway."
+        )
 
     def _scaler_outcome(self, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor]:
         """(skipped, 1/scale) of the scaler step just taken, as device tensors (no host sync)."""

@@ -10,7 +10,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, check_step_option
-from monai_sam.optimizers.functional import global_dot, global_norm, scale_by
+from monai_sam.optimizers.functional import (
+    global_dot,
+    global_norm,
+    joint_norm,
+    scale_by,
+    with_fp64_fallback,
+)
 
 __all__ = ["LookSAM"]
 
@@ -68,7 +74,13 @@ class LookSAM(SharpnessAwareOptimizer):
         if not params:
             return
         device = self.last_grad_norm.device
-        coef = global_dot(clean, perturbed, device) / (global_norm(clean, device) ** 2 + self.eps)
+        # <g0, gp> / ||g0||^2, in fp64 where the fp32 squares overflow (gradients above ~1e19)
+        coef = with_fp64_fallback(
+            lambda dtype: (
+                global_dot(clean, perturbed, device, dtype)
+                / (joint_norm(clean, device, dtype) ** 2 + self.eps)
+            )
+        )
         # gv = gp - coef * g0, computed in the g0 buffer, which becomes the persistent gv.
         scale_by(clean, -coef, inplace=True)
         torch._foreach_add_(clean, perturbed)

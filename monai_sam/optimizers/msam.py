@@ -174,14 +174,16 @@ class MSAM(SharpnessAwareOptimizer):
         self._record_clean_norm(grads)
         self.move_to_true_weights()
 
-    def base_step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+    def base_step(self, scaler: torch.amp.GradScaler | None = None, *, check_finite: bool = True) -> None:
         """Step the base optimizer at ``w``, then move to the next momentum-ascent point.
 
         Args:
             scaler: an optional GradScaler, as in :meth:`SharpnessAwareOptimizer.base_step`; when it skips
                 the step the momentum is unchanged and the weights return to the same ascent point.
+            check_finite: as in :meth:`SharpnessAwareOptimizer.base_step` (a refused step leaves the
+                parameters at the true weights ``w``).
         """
-        super().base_step(scaler)
+        super().base_step(scaler, check_finite=check_finite)
         if not self.rest_at_true_weights:
             self.move_to_perturbed_point()
 
