@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from optim_helpers import ACTIVE, batch, closure_for, mse, small_net
+from optim_helpers import ACTIVE, batch, closure_for, mse, run_manual, small_net
 from torch import nn
 
 from monai_sam.optimizers import available_optimizers, create_optimizer
@@ -123,7 +123,7 @@ def _build(name: str, params, base: str, lr: float) -> torch.optim.Optimizer:
     extra = {"num_data": 8} if name == "bsam" else {"base": base}  # bSAM has its own update
     if base == "sgd" and name not in ("bsam", "adam", "adamw"):
         extra["momentum"] = 0.9
-    return create_optimizer(name, params, lr=lr, method_defaults={"rho": 0.05}, **extra)
+    return create_optimizer(name, params, lr=lr, method_defaults={"rho": 0.05, "k": 2}, **extra)
 
 
 def _overflow_case(name: str, base: str, lr: float, steps: int = 3):
@@ -178,10 +178,14 @@ def test_the_overflow_case_leaves_finite_weights_for_every_method(name, base, lr
 
 # ------------------------------------------------------------------ non-finite steps: refused or skipped
 def _snapshot(opt, model) -> tuple[list[torch.Tensor], dict]:
-    """The true weights and a copy of the base optimizer's state."""
+    """The true weights, and a copy of the base optimizer's state and of the method's per-parameter state."""
     with opt.true_weights():
         weights = [p.detach().clone() for p in model.parameters()]
-    return weights, copy.deepcopy(opt.base_optimizer.state_dict())
+    state = {
+        "base": opt.base_optimizer.state_dict(),
+        "method": opt.state_dict()["sharpness_aware"]["per_param"],
+    }
+    return weights, copy.deepcopy(state)
 
 
 def _same(a, b) -> bool:
@@ -192,6 +196,14 @@ def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
+
+
+def _good_steps_until_a_full_one(opt, model) -> None:
+    """Finite steps (momentum exists) until the next step is a full one (LookSAM k=2: every other)."""
+    x, y = batch()
+    opt.step(closure_for(opt, lambda: mse(model, x, y)))
+    while opt.num_passes < opt.passes_per_step:
+        opt.step(closure_for(opt, lambda: mse(model, x, y)))
 
 
 def _step_with_inf(opt, model, bad: int, api: str, scaler=None) -> None:
@@ -227,7 +239,7 @@ def test_a_non_finite_step_without_scaler_is_refused_before_any_weight_changes(n
     model = small_net()
     x, y = batch()
     opt = _build(name, model.parameters(), "sgd", 0.1)
-    opt.step(closure_for(opt, lambda: mse(model, x, y)))  # a good step: momentum exists
+    _good_steps_until_a_full_one(opt, model)
     weights, state = _snapshot(opt, model)
     n = opt.num_passes
     match = "not finite"
@@ -254,7 +266,7 @@ def test_a_non_finite_step_with_a_grad_scaler_is_skipped(name, bad):
     model = small_net()
     x, y = batch()
     opt = _build(name, model.parameters(), "sgd", 0.1)
-    opt.step(closure_for(opt, lambda: mse(model, x, y)))
+    _good_steps_until_a_full_one(opt, model)
     weights, state = _snapshot(opt, model)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
     _step_with_inf(opt, model, 0 if bad == "clean" else opt.num_passes - 1, "passes", scaler)
@@ -263,3 +275,7 @@ def test_a_non_finite_step_with_a_grad_scaler_is_skipped(name, bad):
     after, after_state = _snapshot(opt, model)
     assert all(torch.equal(p, q) for p, q in zip(after, weights))
     assert _same(after_state, state)
+    run_manual(opt, lambda: mse(model, x, y), scaler)  # the next step (LookSAM: one pass, reusing gv)
+    assert scaler.get_scale() == 2.0**11  # was not skipped: nothing non-finite was kept
+    moved, _ = _snapshot(opt, model)
+    assert all(torch.isfinite(p).all() for p in moved) and not all(map(torch.equal, moved, weights))
