@@ -121,6 +121,8 @@ class SharpnessAwareOptimizer(Optimizer):
     #: True when part of the update is applied after the base step from buffers kept inside the optimizer
     #: (WSAM decoupled), so ``.grad`` alone does not describe the update.
     has_post_step_correction: bool = False
+    #: True when the method has its own update and takes no base optimizer (bSAM).
+    own_update: bool = False
     #: per-group hyperparameters that must be >= 0 (validated for every group, also added ones).
     non_negative: tuple[str, ...] = ("rho",)
     #: whether the default pass-0 hook keeps g0 (in ``method_state``) for the combination.
@@ -184,6 +186,22 @@ class SharpnessAwareOptimizer(Optimizer):
         device = self._first_param().device
         self.last_perturbation_skipped = torch.zeros((), dtype=torch.bool, device=device)
         self.last_grad_norm = torch.zeros((), dtype=torch.float32, device=device)
+
+    @classmethod
+    def base_problem(
+        cls, base: type[Optimizer], base_kwargs: dict[str, Any], hyperparameters: dict[str, Any]
+    ) -> str | None:
+        """Why this method cannot wrap an optimizer of class ``base``, or None when it can.
+
+        Checked before anything is built (``monai-sam overlay`` checks a bundle's optimizer with it when the
+        overlay is written). Every method wraps any gradient-based optimizer, unless it overrides this.
+
+        Args:
+            base: the optimizer class to wrap.
+            base_kwargs: its keyword arguments as far as known (config values may be references).
+            hyperparameters: the method's keyword arguments.
+        """
+        return None
 
     @staticmethod
     def _build_base(params, base_optimizer, base_kwargs: dict[str, Any]) -> Optimizer:

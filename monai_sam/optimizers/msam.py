@@ -25,24 +25,39 @@ _EXP_AVG_BASES = (
 )
 
 
+_NO_SGD_MOMENTUM = (
+    "MSAM perturbs along the momentum, but the SGD base has momentum=0: pass momentum > 0 "
+    "(e.g. momentum=0.9)."
+)
+
+
+def _known_momentum_key(base: type[Optimizer]) -> str | None:
+    """The state key of ``base``'s momentum buffer for the classes MSAM knows, else None."""
+    if issubclass(base, torch.optim.SGD):
+        return "momentum_buffer"
+    if issubclass(base, _EXP_AVG_BASES):
+        return "exp_avg"
+    return None
+
+
+def _unknown_momentum(name: str) -> str:
+    return (
+        f"MSAM: cannot tell which state buffer of {name} is its momentum; pass momentum_key='<state key>' "
+        "(SGD: 'momentum_buffer', Adam family: 'exp_avg')."
+    )
+
+
 def _momentum_key(base: Optimizer, given: str | None) -> str:
     if given is not None:
         if not isinstance(given, str) or not given:
             raise ValueError(f"MSAM: momentum_key must be a non-empty string, got {given!r}.")
         return given
-    if isinstance(base, torch.optim.SGD):
-        if any(not group["momentum"] > 0 for group in base.param_groups):
-            raise ValueError(
-                "MSAM perturbs along the momentum, but the SGD base has momentum=0: pass momentum > 0 "
-                "(e.g. momentum=0.9)."
-            )
-        return "momentum_buffer"
-    if isinstance(base, _EXP_AVG_BASES):
-        return "exp_avg"
-    raise ValueError(
-        f"MSAM: cannot tell which state buffer of {type(base).__name__} is its momentum; pass "
-        "momentum_key='<state key>' (SGD: 'momentum_buffer', Adam family: 'exp_avg')."
-    )
+    key = _known_momentum_key(type(base))
+    if key is None:
+        raise ValueError(_unknown_momentum(type(base).__name__))
+    if key == "momentum_buffer" and any(not group["momentum"] > 0 for group in base.param_groups):
+        raise ValueError(_NO_SGD_MOMENTUM)
+    return key
 
 
 class MSAM(SharpnessAwareOptimizer):
@@ -117,6 +132,27 @@ class MSAM(SharpnessAwareOptimizer):
         #: next pass (monai-sam's MONAI engines set it: it saves one restore and one ascent per iteration).
         self.rest_at_true_weights = False
         self._ascended: list[Tensor] = []  # parameters now at the ascent point (their w is in the workspace)
+
+    @classmethod
+    def base_problem(
+        cls, base: type[Optimizer], base_kwargs: dict[str, Any], hyperparameters: dict[str, Any]
+    ) -> str | None:
+        """MSAM needs the base's momentum: SGD with ``momentum > 0``, the Adam family, or ``momentum_key``.
+
+        Args:
+            base: the optimizer class to wrap.
+            base_kwargs: its keyword arguments (an SGD ``momentum`` that is not a number is not judged).
+            hyperparameters: MSAM's keyword arguments (``momentum_key``).
+        """
+        if hyperparameters.get("momentum_key") is not None:
+            return None
+        key = _known_momentum_key(base)
+        if key is None:
+            return _unknown_momentum(base.__name__)
+        momentum = base_kwargs.get("momentum", 0)
+        if key == "momentum_buffer" and isinstance(momentum, (int, float)) and not momentum > 0:
+            return _NO_SGD_MOMENTUM
+        return None
 
     # ------------------------------------------------------------------ the ascent point
     def _at_perturbed_point(self) -> bool:
