@@ -276,7 +276,8 @@ class SharpnessAwareIteration:
         if sharpness and not getattr(optimizer, "supports_grad_scaler", True):
             raise ValueError(
                 f"{type(optimizer).__name__} does not support a GradScaler (supports_grad_scaler=False): use "
-                "bfloat16 autocast (amp_dtype='bfloat16') or fp32, or pass grad_scaler=False."
+                "bfloat16 autocast (amp_dtype='bfloat16' on CUDA, cpu_autocast_dtype='bfloat16' on a CPU) or "
+                "fp32, or pass grad_scaler=False."
             )
         scaler_device = getattr(self.scaler, "_device", device.type)
         if scaler_device != device.type:
