@@ -41,9 +41,10 @@ def _trainer(runner: str, net, opt, batches, **options):
         "loss_function": torch.nn.CrossEntropyLoss(),
     }
     if runner == "trainer":
-        return SharpnessAwareTrainer(**common, **options)
+        trainer = SharpnessAwareTrainer(**common, **options)
+        return trainer, trainer.iteration
     iteration = SharpnessAwareIteration(**options)
-    return SupervisedTrainer(**common, iteration_update=iteration, event_names=[SharpnessEvents])
+    return SupervisedTrainer(**common, iteration_update=iteration, event_names=[SharpnessEvents]), iteration
 
 
 def _true_weights(opt) -> contextlib.AbstractContextManager:
@@ -96,7 +97,7 @@ def test_bf16_autocast_overflow_trains_or_stops_cleanly(name, runner):
     net = torch.nn.Linear(16, 2)
     start = [p.detach().clone() for p in net.parameters()]
     opt = _optimizer(name, net, lr=1e-22)
-    trainer = _trainer(runner, net, opt, _bf16_overflow_batches(), cpu_autocast_dtype="bfloat16")
+    trainer, _ = _trainer(runner, net, opt, _bf16_overflow_batches(), cpu_autocast_dtype="bfloat16")
     seen = _watch(trainer, net, opt)
     if name in REFUSED_UNDER_BF16:
         with pytest.raises(
@@ -148,7 +149,7 @@ def test_an_inf_gradient_stops_before_the_optimizer_step(name, runner):
     opt = _optimizer(name, net, lr=0.1)
     gen = torch.Generator().manual_seed(1)
     batches = [(torch.randn(4, 3, generator=gen), torch.randint(0, 2, (4,), generator=gen)) for _ in range(3)]
-    trainer = _trainer(runner, net, opt, batches)
+    trainer, _ = _trainer(runner, net, opt, batches)
     seen = _watch(trainer, net, opt)
     _PoisonOnce(trainer, net.weight, at=3)  # a full step for LookSAM (k=2) too
     cause = "clean pass's gradient" if isinstance(opt, SharpnessAwareOptimizer) else "plain optimizer"
@@ -166,7 +167,33 @@ def test_check_finite_false_trains_on_as_monai_does():
     opt = _optimizer("sam", net, lr=0.1)
     gen = torch.Generator().manual_seed(1)
     batches = [(torch.randn(4, 3, generator=gen), torch.randint(0, 2, (4,), generator=gen)) for _ in range(2)]
-    trainer = _trainer("trainer", net, opt, batches, check_finite=False)
+    trainer, _ = _trainer("trainer", net, opt, batches, check_finite=False)
     _PoisonOnce(trainer, net.weight, at=2)
     trainer.run()
     assert not torch.isfinite(net.weight).all()  # the opt-out steps on the poisoned gradient
+
+
+SCALABLE = [
+    name
+    for name in available_optimizers()
+    if not isinstance(opt := _optimizer(name, torch.nn.Linear(3, 2), 0.1), SharpnessAwareOptimizer)
+    or opt.supports_grad_scaler
+]
+
+
+@pytest.mark.parametrize("runner", ["iteration", "trainer"])
+@pytest.mark.parametrize("name", SCALABLE)
+def test_with_a_grad_scaler_an_overflowing_step_is_skipped(name, runner):
+    """fp16 CPU autocast with a scale of 2**40: every scaled gradient overflows, every step is skipped."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    start = [p.detach().clone() for p in net.parameters()]
+    opt = _optimizer(name, net, lr=0.1)
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(4, 3, generator=gen), torch.randint(0, 2, (4,), generator=gen)) for _ in range(2)]
+    options = {"cpu_autocast_dtype": "float16", "scaler_kwargs": {"init_scale": 2.0**40}}
+    trainer, iteration = _trainer(runner, net, opt, batches, **options)
+    trainer.run()  # no FloatingPointError: a GradScaler skipping a step is the normal outcome
+    assert iteration.scaler.get_scale() == 2.0**38  # halved once per skipped step
+    with _true_weights(opt):
+        assert all(torch.equal(p, s) for p, s in zip(net.parameters(), start))
