@@ -305,3 +305,17 @@ def test_run_ids_are_the_ids_that_run_the_trainer():
     )
     assert ov.run_command(files, "run") == ov.run_command(files, None)
     assert ov.run_command(files, "run").startswith("python -m monai.bundle run --config_file")
+
+
+def test_msam_over_novograd_with_its_momentum_key_given_at_run_time():
+    """Refused when written (MSAM cannot guess Novograd's momentum, see above), accepted once it is named."""
+    config = copy.deepcopy(SPLEEN)
+    config["optimizer"]["_target_"] = "Novograd"
+    parser = merged(config, ov.build_overlay(ov.find_training(config), "sam"))
+    parser["sam_optimizer"] = (
+        "msam"  # --sam_optimizer msam --optimizer#sam_hyperparameters#momentum_key exp_avg
+    )
+    parser["optimizer#sam_hyperparameters#momentum_key"] = "exp_avg"
+    opt = parser.get_parsed_content("optimizer")
+    assert type(opt).__name__ == "MSAM" and type(opt.base_optimizer).__name__ == "Novograd"
+    assert opt.momentum_key == "exp_avg"
