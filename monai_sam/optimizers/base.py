@@ -407,8 +407,10 @@ class SharpnessAwareOptimizer(Optimizer):
             )
         elif full:
             where = "the clean gradient was finite, so a perturbed pass or the combination overflowed"
-        else:
+        elif self.passes_per_step > 1:
             where = "this was a one-pass step (interval/start_step), so the gradient itself was not finite"
+        else:
+            where = "the gradient of its one pass was not finite"
         raise FloatingPointError(
             f"{name}: the final gradient of step {self._step_count} is not finite (inf/NaN): {where}. The "
             "step was not taken: the weights and the base optimizer's state are unchanged. Without a "
