@@ -33,6 +33,30 @@ def _norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     return dtype
 
 
+#: elements per piece when a reduction widens its inputs (the fp64 fallback): on the CPU torch upcasts a
+#: whole tensor at a time, so pieces bound that transient copy (128 KiB) however large a parameter is.
+WIDENED_PIECE = 1 << 14
+
+
+def _flat_view(t: Tensor) -> Tensor | None:
+    """A 1-D view of ``t``'s elements in memory order (contiguous or channels-last), None otherwise."""
+    if t.is_contiguous():
+        return t.view(-1)
+    for layout, order in ((torch.channels_last, (0, 2, 3, 1)), (torch.channels_last_3d, (0, 2, 3, 4, 1))):
+        if t.dim() == len(order) and t.is_contiguous(memory_format=layout):
+            return t.permute(order).view(-1)
+    return None
+
+
+def _widened_pieces(tensors: Sequence[Tensor], dtype: torch.dtype) -> list[Tensor]:
+    """``tensors`` with every one narrower than ``dtype`` cut into flat pieces of :data:`WIDENED_PIECE`."""
+    out: list[Tensor] = []
+    for t in tensors:
+        flat = _flat_view(t) if t.dtype != dtype and t.numel() > WIDENED_PIECE else None
+        out.extend(flat.split(WIDENED_PIECE) if flat is not None else [t])
+    return out
+
+
 def finite_or(value: Tensor, fallback: Tensor) -> Tensor:
     """``value`` where it is finite, else ``fallback`` cast to its dtype (0-d tensors, on the device)."""
     return torch.where(torch.isfinite(value), value, fallback.to(value.device, value.dtype))
@@ -57,11 +81,14 @@ def joint_norm(
     """Plain L2 norm over all ``tensors`` jointly, accumulated in ``dtype`` (default: at least fp32).
 
     The sum of squares overflows when the norm exceeds the square root of the dtype's largest value
-    (1.8e19 in fp32); :func:`global_norm` falls back to fp64 there.
+    (1.8e19 in fp32); :func:`global_norm` falls back to fp64 there. A given ``dtype`` wider than a tensor
+    reduces it in pieces (:data:`WIDENED_PIECE`), so the upcast never copies a whole parameter.
     """
     if len(tensors) == 0:
         return torch.zeros((), device=device, dtype=dtype)
     device = tensors[0].device if device is None else device
+    if dtype is not None:
+        tensors = _widened_pieces(tensors, dtype)
     norms = torch._foreach_norm(list(tensors), 2, dtype=dtype or _norm_dtype(tensors))
     stacked = torch.stack([n.to(device, non_blocking=True) for n in norms])
     return torch.linalg.vector_norm(stacked)
@@ -97,13 +124,17 @@ def global_dot(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Inner product ``<a, b>`` of two equally shaped tensor lists, accumulated in ``dtype`` (default: at
-    least fp32). It overflows with the squares of :func:`joint_norm`: callers fall back to fp64 inputs."""
+    least fp32). It overflows with the squares of :func:`joint_norm`: callers fall back to fp64 inputs,
+    which are upcast in pieces (:data:`WIDENED_PIECE`)."""
     if len(a) == 0:
         return torch.zeros((), device=device, dtype=dtype)
     device = a[0].device if device is None else device
+    pairs = [(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]
+    if dtype is not None:
+        pairs = [piece for x, y in pairs for piece in zip(x.split(WIDENED_PIECE), y.split(WIDENED_PIECE))]
     dtype = dtype or _norm_dtype(a)
-    # There is no foreach dot product: one vdot kernel per tensor, summed on the device.
-    dots = [torch.vdot(x.reshape(-1).to(dtype), y.reshape(-1).to(dtype)).to(device) for x, y in zip(a, b)]
+    # There is no foreach dot product: one vdot kernel per tensor (or piece), summed on the device.
+    dots = [torch.vdot(x.to(dtype), y.to(dtype)).to(device) for x, y in pairs]
     return torch.stack(dots).sum()
 
 
