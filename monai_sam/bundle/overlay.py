@@ -17,7 +17,9 @@ The overlay only sets nested keys, so everything else stays the bundle's:
   :class:`~monai_sam.engines.SharpnessAwareIteration` that passes the network output to the loss
   unchanged, as MONAI's trainer does.
 - The top-level ids ``sam_optimizer``, ``sam_rho`` and ``sam_iteration`` (prefixed, checked not to
-  exist in the bundle) can be overridden on the command line: ``--sam_optimizer asam --sam_rho 0.5``.
+  exist in the bundle) can be overridden on the command line: ``--sam_optimizer asam --sam_rho 0.5``;
+  ``--sam_optimizer none`` runs the bundle's own optimizer, unwrapped (the A/B baseline).
+- Nothing else: the bundle's precision (``amp``, ``amp_kwargs``), data, handlers and run ids stay its own.
 
 The functions here only read and build dicts; :func:`write_overlay` writes the file.
 """
@@ -27,8 +29,9 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shlex
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +44,17 @@ from monai.utils.module import locate
 from monai_sam.engines import SharpnessAwareIteration, SharpnessAwareTrainer
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
 from monai_sam.optimizers.factory import METHODS, _canonical
+from monai_sam.optimizers.wrapping import wrapping_problem
 
 __all__ = [
     "OVERLAY_IDS",
     "BundleTraining",
     "OverlayError",
     "build_overlay",
+    "find_run_ids",
     "find_training",
     "load_bundle_config",
+    "run_command",
     "write_overlay",
 ]
 
@@ -81,12 +87,19 @@ class BundleTraining:
             trainer's own ``"...#optimizer"`` when defined inline).
         optimizer_target: the optimizer's ``_target_`` as written in the bundle (``"Novograd"``).
         iteration_update: the trainer's ``iteration_update`` config, None when absent.
+        optimizer_class: the class ``optimizer_target`` names, None when it cannot be imported here.
+        optimizer_kwargs: the optimizer's other keys, plain ``@id`` references followed to their value.
+        run_ids: the top-level ids whose expressions run the trainer (``"run"``, ``"training"``), ``run``
+            first; empty when none was found.
     """
 
     trainer_id: str
     optimizer_id: str
     optimizer_target: Any
     iteration_update: Any = None
+    optimizer_class: Any = None
+    optimizer_kwargs: dict = field(default_factory=dict)
+    run_ids: tuple[str, ...] = ()
 
 
 def _display(id_: str) -> str:
@@ -187,18 +200,16 @@ def _optimizer_like(config: dict) -> list[str]:
     return hits
 
 
-def _find_optimizer(config: dict, trainer_id: str, trainer: dict) -> tuple[str, dict]:
-    parser = ConfigParser(config)
-    here = f"{trainer_id}::optimizer"
-    value = trainer.get("optimizer")
-    seen = []
-    while True:
-        if isinstance(value, dict) and "_target_" in value:
-            return here, value
-        if not (isinstance(value, str) and _PLAIN_REFERENCE.match(_normalize(value))):
-            break
-        ref = ConfigParser.resolve_relative_ids(here, value)[1:]
-        ref = _normalize(ref)
+class _MissingReference(LookupError):
+    """A plain ``@id`` reference to an id that the config does not have."""
+
+
+def _follow(parser: ConfigParser, here: str, value: Any) -> tuple[str, Any]:
+    """Follow plain ``@id`` references (relative ones too) from ``value`` at id ``here`` to a value that is
+    not one; returns that value and its id (no expression is evaluated)."""
+    seen: list[str] = []
+    while isinstance(value, str) and _PLAIN_REFERENCE.match(_normalize(value)):
+        ref = _normalize(ConfigParser.resolve_relative_ids(here, value)[1:])
         if ref in seen or len(seen) > 16:
             break
         seen.append(ref)
@@ -208,11 +219,22 @@ def _find_optimizer(config: dict, trainer_id: str, trainer: dict) -> tuple[str, 
         except (KeyError, IndexError, ValueError, TypeError):
             value = missing
         if value is missing:
-            raise OverlayError(
-                f"the trainer {_display(trainer_id)} uses optimizer '@{_display(ref)}', "
-                "which is not in the config."
-            )
+            raise _MissingReference(ref)
         here = ref
+    return here, value
+
+
+def _find_optimizer(config: dict, trainer_id: str, trainer: dict) -> tuple[str, dict]:
+    here = f"{trainer_id}::optimizer"
+    try:
+        here, value = _follow(ConfigParser(config), here, trainer.get("optimizer"))
+    except _MissingReference as missing:
+        raise OverlayError(
+            f"the trainer {_display(trainer_id)} uses optimizer '@{_display(str(missing))}', "
+            "which is not in the config."
+        ) from None
+    if isinstance(value, dict) and "_target_" in value:
+        return here, value
     found = _optimizer_like(config)
     raise OverlayError(
         f"cannot identify the optimizer of the trainer {_display(trainer_id)}: its 'optimizer' is "
@@ -264,7 +286,58 @@ def find_training(config: dict) -> BundleTraining:
         optimizer_id=_display(optimizer_id),
         optimizer_target=target,
         iteration_update=trainer.get("iteration_update"),
+        optimizer_class=cls,
+        optimizer_kwargs=_known_kwargs(config, optimizer_id, optimizer),
+        run_ids=find_run_ids(config, _display(trainer_id)),
     )
+
+
+def _known_kwargs(config: dict, optimizer_id: str, optimizer: dict) -> dict[str, Any]:
+    """The optimizer's arguments with plain ``@id`` references followed (expressions stay as written)."""
+    parser = ConfigParser(config)
+    out = {}
+    for key, value in optimizer.items():
+        if key.startswith("_") or key == "params":
+            continue
+        try:
+            out[key] = _follow(parser, f"{optimizer_id}::{key}", value)[1]
+        except _MissingReference:
+            out[key] = value
+    return out
+
+
+def find_run_ids(config: dict, trainer_id: str) -> tuple[str, ...]:
+    """The top-level ids whose expressions run the trainer, ``run`` first.
+
+    ``python -m monai.bundle run ID`` executes the expressions under ``ID`` (default ``run``); zoo bundles
+    name it ``run`` (spleen) or ``training`` (ventricular_short_axis_3label). An id counts when one of its
+    ``$`` expressions calls ``@<trainer_id>.run()``. metadata.json names no run id.
+
+    Args:
+        config: the merged bundle config.
+        trainer_id: the trainer's id, ``#``-separated (``"train#trainer"``).
+    """
+    path = "(?:#|::)".join(re.escape(part) for part in trainer_id.split("#"))
+    runs_trainer = re.compile(rf"@{path}\s*\.\s*run\s*\(")
+    found = []
+    for key, value in config.items():
+        expressions = value if isinstance(value, list) else [value]
+        if any(isinstance(e, str) and e.startswith("$") and runs_trainer.search(e) for e in expressions):
+            found.append(key)
+    return tuple(sorted(found, key=lambda key: key != "run"))
+
+
+def run_command(files: Sequence[str], run_id: str | None) -> str:
+    """The ``monai.bundle run`` command line for ``files`` (the overlay last) and the bundle's run id.
+
+    Args:
+        files: the ``--config_file`` list.
+        run_id: the id to run; ``"run"`` (MONAI's default) and None are left out of the command.
+    """
+    listing = repr([str(f) for f in files])
+    quoted = f'"{listing}"' if not set('"$`\\') & set(listing) else shlex.quote(listing)
+    id_part = f" {run_id}" if run_id not in (None, "run") else ""
+    return f"python -m monai.bundle run{id_part} --config_file {quoted}"
 
 
 def _trainer_composes() -> bool:
@@ -278,12 +351,13 @@ def _pass_output_unchanged(cls: type) -> dict[str, Any]:
 
 
 def default_rho(method: str) -> float:
-    """The method's own default ``rho``.
+    """The method's own default ``rho`` (SAM's for ``"none"`` and plain names: a later ``--sam_optimizer``).
 
     Args:
-        method: a sharpness-aware method name.
+        method: a sharpness-aware method name, ``"none"`` or a plain optimizer name.
     """
-    return float(inspect.signature(METHODS[_canonical(method)].__init__).parameters["rho"].default)
+    cls = METHODS.get(_canonical(method), METHODS["sam"])
+    return float(inspect.signature(cls.__init__).parameters["rho"].default)
 
 
 def build_overlay(training: BundleTraining, method: str, rho: float | None = None) -> dict[str, Any]:
@@ -293,21 +367,28 @@ def build_overlay(training: BundleTraining, method: str, rho: float | None = Non
     has one (an interaction loop such as DeepEdit's), it replaces the trainer's ``_target_`` with
     ``SharpnessAwareTrainer`` if that trainer composes with an ``iteration_update``, and refuses otherwise.
 
+    The method is checked against the bundle's optimizer here, when the overlay is written (see
+    :func:`~monai_sam.optimizers.wrapping.wrapping_problem`): bSAM, whose own update would replace the
+    bundle's optimizer, and MSAM over an optimizer without a known momentum are refused. ``"none"`` (or the
+    plain name of the bundle's optimizer class) writes the same overlay set to run the bundle's own
+    optimizer; ``--sam_optimizer`` switches between the two at run time.
+
     Args:
         training: what :func:`find_training` found.
-        method: a sharpness-aware method name (``"sam"``, ``"asam"``, ...).
+        method: a sharpness-aware method name (``"sam"``, ``"asam"``, ...), ``"none"``, or the plain
+            name of the bundle's optimizer (``"adam"``, ``"adamw"``, ``"sgd"``).
         rho: neighbourhood size; None for the method's default.
 
     Raises:
-        OverlayError: unknown method, negative rho, or an ``iteration_update`` that cannot be composed.
+        OverlayError: unknown method, a method that cannot run over the bundle's optimizer, negative rho,
+            or an ``iteration_update`` that cannot be composed.
     """
-    if _canonical(method) not in METHODS:
-        raise OverlayError(
-            f"--optimizer {method!r} is not a sharpness-aware method; choose from {sorted(METHODS)}."
-        )
     rho = default_rho(method) if rho is None else float(rho)
     if not rho >= 0:
         raise OverlayError(f"--rho must be >= 0, got {rho}.")
+    problem = wrapping_problem(method, training.optimizer_class, training.optimizer_kwargs, {"rho": rho})
+    if problem is not None:
+        raise OverlayError(f"--optimizer {method}: {problem}")
     opt, trainer = training.optimizer_id, training.trainer_id
     overlay: dict[str, Any] = {
         "sam_optimizer": _canonical(method),

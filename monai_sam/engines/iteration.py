@@ -18,8 +18,9 @@ from monai_sam.engines.accumulation import GradientBuffer, accumulation_window, 
 from monai_sam.engines.distributed import all_reduce_mean, average_gradients, find_ddp, no_sync
 from monai_sam.engines.events import SharpnessEvents, SharpnessKeys
 from monai_sam.engines.pass_context import RngReplay, bn_policy_context
-from monai_sam.engines.precision import PrecisionPlan, default_scaler_device, parse_dtype
+from monai_sam.engines.precision import PrecisionPlan, autocast_settings, default_scaler_device, parse_dtype
 from monai_sam.optimizers.base import check_step_option
+from monai_sam.optimizers.functional import all_finite
 
 __all__ = ["SharpnessAwareIteration"]
 
@@ -46,6 +47,22 @@ def _with_meta(value: torch.Tensor, source: MetaTensor | None) -> Any:
     if source is None:
         return value
     return MetaTensor(value, meta=source.meta, applied_operations=source.applied_operations)
+
+
+def _plain(value: torch.Tensor) -> torch.Tensor:
+    """``value`` without a MetaTensor wrapper (the flags are stacked as plain tensors)."""
+    return value.as_tensor() if isinstance(value, MetaTensor) else value
+
+
+def _gradient_fault(optimizer: Any, sharpness: bool) -> str:
+    """Which pass of a sharpness-aware step made the final gradient non-finite (host read: error path)."""
+    if not sharpness:
+        return "a plain optimizer: the gradient of the single pass"
+    if optimizer.num_passes < optimizer.passes_per_step:
+        return "a one-pass step (interval/start_step): the gradient of that pass"
+    if bool(optimizer.last_perturbation_skipped):
+        return "already the clean pass's gradient, or its norm beyond the float32 range"
+    return "the clean gradient was finite: a perturbed pass or the method's combination overflowed"
 
 
 def _has_post_step_correction(optimizer: torch.optim.Optimizer) -> bool:
@@ -100,21 +117,26 @@ class SharpnessAwareIteration:
         max_norm: clip the global norm of the final gradient (after unscaling) before the base step.
             With WSAM ``decouple=True`` this clips the gradient the base optimizer consumes.
         norm_type: norm used by ``max_norm`` clipping.
-        amp: run the forward passes under autocast; None follows ``engine.amp``.
-        amp_dtype: autocast dtype (``torch.float16``, ``torch.bfloat16`` or their names); None takes
-            ``engine.amp_kwargs["dtype"]``, else the device's autocast default (fp16 on CUDA, bf16 on
-            CPU). The autocast device is ``engine.state.device`` (MONAI hard-codes ``"cuda"``).
+        amp: MONAI's ``amp``: on a CUDA device the passes run under CUDA autocast; on any other device
+            nothing changes (fp32), exactly as in MONAI's ``SupervisedTrainer``, which autocasts only
+            ``"cuda"``. None follows ``engine.amp``.
+        amp_dtype: CUDA autocast dtype (``torch.float16``, ``torch.bfloat16`` or their names); None
+            takes ``engine.amp_kwargs["dtype"]``, else CUDA's default (fp16).
+        cpu_autocast_dtype: opt-in CPU autocast: on a CPU device run the passes under
+            ``torch.autocast("cpu", dtype=...)`` (``"bfloat16"``, or ``"float16"`` with a GradScaler),
+            whatever ``amp`` says. None (default): a CPU model trains in fp32, as in MONAI.
         grad_scaler: None (default) uses a GradScaler exactly when autocast runs in float16; True
-            always under AMP; False never; a ``torch.amp.GradScaler`` instance is used with the
-            default rule instead of the one this object creates.
+            always under ``amp`` or CPU autocast; False never; a ``torch.amp.GradScaler`` instance is used
+            with the default rule instead of the one this object creates.
         scaler_kwargs: keyword arguments of the created ``torch.amp.GradScaler`` (``init_scale``,
             ``growth_interval``...; ``device`` defaults to "cuda" when CUDA is available, else "cpu").
         sync_perturbation: under DistributedDataParallel, synchronise every pass (one global
             perturbation) instead of perturbing each rank with its local gradient (default, the
             SAM paper's m-sharpness).
-        check_finite: without a GradScaler, raise ``FloatingPointError`` naming the iteration when
-            the clean loss is NaN/inf instead of training on it: one host read per iteration, before the
-            optimizer step, after all passes are queued (so it does not stall the device between passes).
+        check_finite: without a GradScaler, raise ``FloatingPointError`` naming the iteration, the cause and
+            the precision when the clean loss or the final gradient is NaN/inf, before the optimizer step
+            (weights and optimizer state unchanged): one host read per iteration, after all passes are
+            queued (so it does not stall the device between passes). False trains on, as MONAI does.
         output_index: None (default): the network's output goes to the loss function and into
             ``state.output["pred"]`` unchanged, as in MONAI's ``SupervisedTrainer`` (a tensor, tuple, list
             or dict; every deep-supervision head reaches the loss). An int opts in to keeping only that
@@ -140,6 +162,7 @@ class SharpnessAwareIteration:
         norm_type: float = 2.0,
         amp: bool | None = None,
         amp_dtype: torch.dtype | str | None = None,
+        cpu_autocast_dtype: torch.dtype | str | None = None,
         grad_scaler: bool | torch.amp.GradScaler | None = None,
         scaler_kwargs: dict | None = None,
         sync_perturbation: bool = False,
@@ -163,6 +186,12 @@ class SharpnessAwareIteration:
         self.norm_type = float(norm_type)
         self.amp = amp
         self.amp_dtype = parse_dtype(amp_dtype)
+        self.cpu_autocast_dtype = parse_dtype(cpu_autocast_dtype, "cpu_autocast_dtype")
+        if self.cpu_autocast_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(
+                f"`cpu_autocast_dtype` must be bfloat16, float16 or None, got {cpu_autocast_dtype!r}."
+            )
+        self._amp_noted = False
         self.sync_perturbation = bool(sync_perturbation)
         self.check_finite = bool(check_finite)
         if output_index is not None and (not isinstance(output_index, int) or isinstance(output_index, bool)):
@@ -223,25 +252,32 @@ class SharpnessAwareIteration:
         device = engine.state.device if engine.state.device is not None else torch.device("cpu")
         device = torch.device(device)
         amp = bool(engine.amp) if self.amp is None else self.amp
-        if not amp:
+        kwargs = autocast_settings(
+            device.type, amp, getattr(engine, "amp_kwargs", None), self.amp_dtype, self.cpu_autocast_dtype
+        )
+        if amp and kwargs is None and device.type != "cuda":
+            self._note_amp_off_cuda(device.type)
+        mixed = amp or kwargs is not None
+        if not mixed:
             if self._scaler_mode is True:
                 raise ValueError(
-                    "SharpnessAwareIteration: grad_scaler=True needs AMP (amp=True or engine.amp)."
+                    "SharpnessAwareIteration: grad_scaler=True needs AMP (amp=True or engine.amp, or "
+                    "cpu_autocast_dtype)."
                 )
             return PrecisionPlan(device.type)
-        kwargs = dict(getattr(engine, "amp_kwargs", None) or {})
-        if self.amp_dtype is not None:
-            kwargs["dtype"] = self.amp_dtype
-        dtype = kwargs.get("dtype") or torch.get_autocast_dtype(device.type)
+        dtype = (kwargs or {}).get("dtype") or torch.get_autocast_dtype(device.type)
         use_scaler = self.scaler is not None and (
-            self._scaler_mode if self._scaler_mode is not None else dtype == torch.float16
+            self._scaler_mode
+            if self._scaler_mode is not None
+            else (kwargs is not None and dtype == torch.float16)
         )
         if not use_scaler:
             return PrecisionPlan(device.type, kwargs)
         if sharpness and not getattr(optimizer, "supports_grad_scaler", True):
             raise ValueError(
                 f"{type(optimizer).__name__} does not support a GradScaler (supports_grad_scaler=False): use "
-                "bfloat16 autocast (amp_dtype='bfloat16') or fp32, or pass grad_scaler=False."
+                "bfloat16 autocast (amp_dtype='bfloat16' on CUDA, cpu_autocast_dtype='bfloat16' on a CPU) or "
+                "fp32, or pass grad_scaler=False."
             )
         scaler_device = getattr(self.scaler, "_device", device.type)
         if scaler_device != device.type:
@@ -250,6 +286,21 @@ class SharpnessAwareIteration:
                 f"runs on {device.type!r}; pass scaler_kwargs={{'device': {device.type!r}}}."
             )
         return PrecisionPlan(device.type, kwargs, self.scaler)
+
+    def _note_amp_off_cuda(self, device_type: str) -> None:
+        """Say once that ``amp`` does not autocast off CUDA (MONAI's meaning), and how to opt in on a CPU."""
+        if self._amp_noted:
+            return
+        self._amp_noted = True
+        message = (
+            f"SharpnessAwareIteration: amp=True autocasts only on CUDA, as MONAI's SupervisedTrainer does; "
+            f"on this {device_type} device the passes run without autocast (fp32)."
+            + (" For CPU autocast pass cpu_autocast_dtype='bfloat16'." if device_type == "cpu" else "")
+        )
+        if self.amp_dtype is not None:  # an explicit dtype that this device will not use
+            warnings.warn(f"{message} amp_dtype={self.amp_dtype} applies to CUDA only.", stacklevel=3)
+        else:
+            logger.info(message)
 
     def _ddp_mode(self, engine: Any, optimizer: Any) -> str | None:
         if find_ddp(engine.network) is None:
@@ -330,19 +381,39 @@ class SharpnessAwareIteration:
         loss = engine.state.output[Keys.LOSS]
         return loss
 
-    def _check_finite(self, engine: Any, plan: PrecisionPlan) -> None:
-        """Raise before the optimizer step when the clean loss is NaN/inf (without a GradScaler).
+    def _check_finite(
+        self, engine: Any, optimizer: Any, plan: PrecisionPlan, sharpness: bool, step_ends: bool
+    ) -> None:
+        """Raise before the optimizer step when the clean loss, or at a step the final gradient, is NaN/inf.
 
-        The one host read of an iteration happens here, after every pass of the micro-batch is queued, so
-        it does not stall the device between the forward and backward passes.
+        Only without a GradScaler (with one, a skipped step is the normal outcome). The one host read of an
+        iteration happens here, after every pass of the micro-batch is queued, so it does not stall the
+        device between the passes; the optimizer's own check is then skipped (``check_finite=False``).
         """
+        if not self.check_finite or plan.scaler is not None:
+            return
         loss = engine.state.output[Keys.LOSS]
-        if self.check_finite and plan.scaler is None and not bool(torch.isfinite(loss).all()):
+        flags = [_plain(torch.isfinite(loss.detach()).all())]
+        if step_ends:
+            grads = [p.grad for p in _optimizer_params(optimizer) if p.grad is not None]
+            flags.append(all_finite(grads, device=flags[0].device))
+        loss_finite, *grad_finite = torch.stack(flags).tolist()
+        where = f"at iteration {engine.state.iteration} (epoch {engine.state.epoch}) {plan.describe()}"
+        if not loss_finite:
             raise FloatingPointError(
-                f"SharpnessAwareIteration: the clean loss is {loss.detach().float().item()} at iteration "
-                f"{engine.state.iteration} (epoch {engine.state.epoch}); training stopped before the "
-                "optimizer step instead of continuing on NaN/inf. Lower the learning rate or rho, check the "
-                "data, or pass check_finite=False."
+                f"SharpnessAwareIteration: the clean loss is {loss.detach().float().item()} {where}; "
+                "training stopped before the optimizer step instead of continuing on NaN/inf. Lower the "
+                "learning rate or rho, check the data, or pass check_finite=False."
+            )
+        if grad_finite and not grad_finite[0]:
+            raise FloatingPointError(
+                f"SharpnessAwareIteration: the final gradient is not finite (inf/NaN) {where}, although the "
+                f"clean loss is finite ({_gradient_fault(optimizer, sharpness)}). Training stopped before "
+                "the optimizer step: the weights and the optimizer state are unchanged. Under bf16/fp16 "
+                "autocast this is overflow of the low-precision backward: train in fp32 (no CPU autocast, "
+                "the default) or use fp16 with a GradScaler (grad_scaler=True), which skips such steps. "
+                "Otherwise lower the learning rate or rho and check the data; check_finite=False steps "
+                "anyway."
             )
 
     def _perturbed_pass(
@@ -362,7 +433,7 @@ class SharpnessAwareIteration:
                 _optimizer_params(optimizer), self.max_norm, norm_type=self.norm_type, foreach=True
             )
         if sharpness:
-            optimizer.base_step(scaler)
+            optimizer.base_step(scaler, check_finite=False)  # checked in _check_finite (one host read)
         elif scaler is not None:
             scaler.step(optimizer)
         else:
@@ -380,7 +451,7 @@ class SharpnessAwareIteration:
             optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         loss = self._clean_pass(engine, plan, *batch)
         plan.backward(loss / acc if acc > 1 else loss)
-        self._check_finite(engine, plan)
+        self._check_finite(engine, optimizer, plan, sharpness=False, step_ends=ends)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if ends:
             self._optimizer_step(engine, optimizer, plan, sharpness=False)
@@ -398,7 +469,6 @@ class SharpnessAwareIteration:
             )
         ddp = _DistributedPlan(find_ddp(engine.network), self._ddp_mode(engine, optimizer), optimizer)
         self._run_passes(engine, optimizer, plan, batch, ddp)
-        self._check_finite(engine, plan)
         ends = window[1]
         params = _optimizer_params(optimizer)
         if acc > 1:
@@ -409,6 +479,8 @@ class SharpnessAwareIteration:
                 optimizer.end_passes()
         if ends and ddp.mode == _DDP_LOCAL:
             average_gradients(params, ddp.module.process_group)
+        # after the all-reduce: every rank sees the same final gradient and takes the same decision
+        self._check_finite(engine, optimizer, plan, sharpness=True, step_ends=ends)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if ends:
             self._optimizer_step(engine, optimizer, plan, sharpness=True)

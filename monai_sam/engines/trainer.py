@@ -45,10 +45,10 @@ class SharpnessAwareTrainer(SupervisedTrainer):
             ``_iteration``; a wrapper calling ``engine._iteration(engine, batchdata)`` runs it inside the
             wrapper; a callable that never calls it replaces it (as it replaces MONAI's). Not a
             :class:`SharpnessAwareIteration`: give its options to this trainer instead.
-        bn_policy, replay_rng, max_norm, norm_type, amp_dtype, grad_scaler, scaler_kwargs,
-        sync_perturbation, check_finite, output_index, interval, start_fraction: as in
-        :class:`SharpnessAwareIteration`
-        (its ``amp`` follows this trainer's ``amp``).
+        bn_policy, replay_rng, max_norm, norm_type, amp_dtype, cpu_autocast_dtype, grad_scaler,
+        scaler_kwargs, sync_perturbation, check_finite, output_index, interval, start_fraction: as in
+        :class:`SharpnessAwareIteration` (its ``amp`` follows this trainer's ``amp``, which, as in MONAI,
+        autocasts on CUDA only: a CPU model trains in fp32 unless ``cpu_autocast_dtype`` is given).
 
     Attributes:
         iteration: the :class:`SharpnessAwareIteration` that ``_iteration`` runs.
@@ -87,6 +87,7 @@ class SharpnessAwareTrainer(SupervisedTrainer):
         max_norm: float | None = None,
         norm_type: float = 2.0,
         amp_dtype: torch.dtype | str | None = None,
+        cpu_autocast_dtype: torch.dtype | str | None = None,
         grad_scaler: bool | torch.amp.GradScaler | None = None,
         scaler_kwargs: dict | None = None,
         sync_perturbation: bool = False,
@@ -109,6 +110,7 @@ class SharpnessAwareTrainer(SupervisedTrainer):
             norm_type=norm_type,
             amp=None,
             amp_dtype=amp_dtype,
+            cpu_autocast_dtype=cpu_autocast_dtype,
             grad_scaler=grad_scaler,
             scaler_kwargs=scaler_kwargs,
             sync_perturbation=sync_perturbation,

@@ -22,7 +22,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.functional import global_norm, inverse_norm, scale_by, zero_non_finite_
+from monai_sam.optimizers.functional import (
+    all_finite,
+    global_norm,
+    inverse_norm,
+    scale_by,
+    zero_non_finite_,
+)
 from monai_sam.optimizers.perturbation_set import perturbed_param_ids
 
 __all__ = ["SharpnessAwareOptimizer"]
@@ -115,6 +121,8 @@ class SharpnessAwareOptimizer(Optimizer):
     #: True when part of the update is applied after the base step from buffers kept inside the optimizer
     #: (WSAM decoupled), so ``.grad`` alone does not describe the update.
     has_post_step_correction: bool = False
+    #: True when the method has its own update and takes no base optimizer (bSAM).
+    own_update: bool = False
     #: per-group hyperparameters that must be >= 0 (validated for every group, also added ones).
     non_negative: tuple[str, ...] = ("rho",)
     #: whether the default pass-0 hook keeps g0 (in ``method_state``) for the combination.
@@ -178,6 +186,22 @@ class SharpnessAwareOptimizer(Optimizer):
         device = self._first_param().device
         self.last_perturbation_skipped = torch.zeros((), dtype=torch.bool, device=device)
         self.last_grad_norm = torch.zeros((), dtype=torch.float32, device=device)
+
+    @classmethod
+    def base_problem(
+        cls, base: type[Optimizer], base_kwargs: dict[str, Any], hyperparameters: dict[str, Any]
+    ) -> str | None:
+        """Why this method cannot wrap an optimizer of class ``base``, or None when it can.
+
+        Checked before anything is built (``monai-sam overlay`` checks a bundle's optimizer with it when the
+        overlay is written). Every method wraps any gradient-based optimizer, unless it overrides this.
+
+        Args:
+            base: the optimizer class to wrap.
+            base_kwargs: its keyword arguments as far as known (config values may be references).
+            hyperparameters: the method's keyword arguments.
+        """
+        return None
 
     @staticmethod
     def _build_base(params, base_optimizer, base_kwargs: dict[str, Any]) -> Optimizer:
@@ -307,12 +331,22 @@ class SharpnessAwareOptimizer(Optimizer):
             self._poison_final_grad(self.last_perturbation_skipped)
         self._unperturbed = True
 
-    def base_step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+    def base_step(self, scaler: torch.amp.GradScaler | None = None, *, check_finite: bool = True) -> None:
         """Step the base optimizer with the final gradient, then apply any post-step correction.
+
+        A step whose final gradient is not finite is never applied: an enabled GradScaler skips it (and
+        lowers the scale); without one it raises ``FloatingPointError`` before the base optimizer runs,
+        so the weights and the base optimizer's state stay as they were.
 
         Args:
             scaler: an optional GradScaler; when enabled, ``scaler.step(self.base_optimizer)`` is used (it
                 unscales unless the caller already did). ``scaler.update()`` is left to the caller.
+            check_finite: without an enabled GradScaler, check the final gradient before stepping: one
+                host read per step. False skips the read, for a caller that checked it already (monai-sam's
+                iteration reads it together with the loss) or that accepts stepping on inf/NaN.
+
+        Raises:
+            FloatingPointError: the final gradient is not finite (``check_finite``, no GradScaler).
         """
         if not self._unperturbed:
             raise RuntimeError(
@@ -323,6 +357,8 @@ class SharpnessAwareOptimizer(Optimizer):
             scaler.step(self.base_optimizer)
             skipped, inv_scale = self._scaler_outcome(scaler)
         else:
+            if check_finite and not bool(self.final_gradient_is_finite()):
+                self._refuse_step()
             self.base_optimizer.step()
         if self._full_step:
             with torch.no_grad():
@@ -348,6 +384,41 @@ class SharpnessAwareOptimizer(Optimizer):
                 del values[key]
         self._passes_done = 0
         self._unperturbed = False
+
+    @torch.no_grad()
+    def final_gradient_is_finite(self) -> Tensor:
+        """0-d bool device tensor (no host read): every ``.grad`` entry is finite. Call it after unperturb().
+
+        After a full step the final gradient is made non-finite when the clean gradient was (see
+        :attr:`last_perturbation_skipped`), so this one flag covers every pass of the step.
+        """
+        _, grads = self._grads()
+        return all_finite(grads, device=self.last_grad_norm.device)
+
+    def _refuse_step(self) -> None:
+        """Close the step without a base step and raise FloatingPointError naming the pass at fault."""
+        full = self._full_step
+        clean_bad = full and bool(self.last_perturbation_skipped)
+        self.end_passes()
+        name = type(self).__name__
+        if clean_bad:
+            where = (
+                "the clean gradient (pass 1) already was not finite (or its norm exceeded the float32 range)"
+            )
+        elif full:
+            where = "the clean gradient was finite, so a perturbed pass or the combination overflowed"
+        elif self.passes_per_step > 1:
+            where = "this was a one-pass step (interval/start_step), so the gradient itself was not finite"
+        else:
+            where = "the gradient of its one pass was not finite"
+        raise FloatingPointError(
+            f"{name}: the final gradient of step {self._step_count} is not finite (inf/NaN): {where}. The "
+            "step was not taken: the weights and the base optimizer's state are unchanged. Without a "
+            "GradScaler to skip such steps this stops training. Usual causes: a diverging loss (lower the "
+            "learning rate or rho), bad input data, or overflow under fp16/bf16 autocast (fp16: pass a "
+            "GradScaler to base_step(scaler), which skips such steps; bf16: train in fp32). "
+            "base_step(check_finite=False) steps anyway."
+        )
 
     def _scaler_outcome(self, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor]:
         """(skipped, 1/scale) of the scaler step just taken, as device tensors (no host sync)."""

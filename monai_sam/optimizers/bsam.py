@@ -146,6 +146,25 @@ class BSAM(SharpnessAwareOptimizer):
     #: no base optimizer can be chosen: the update is bSAM's own (see :class:`BSAMUpdate`)
     own_update = True
 
+    @classmethod
+    def base_problem(
+        cls, base: type[Optimizer], base_kwargs: dict[str, Any], hyperparameters: dict[str, Any]
+    ) -> str | None:
+        """bSAM wraps nothing: its variational update replaces the optimizer (see :class:`BSAMUpdate`).
+
+        Args:
+            base: the optimizer class that was to be wrapped.
+            base_kwargs: its keyword arguments.
+            hyperparameters: bSAM's keyword arguments.
+        """
+        return (
+            f"bSAM cannot keep the {base.__name__} optimizer: it replaces it with its own variational "
+            "update (an Adam-like step on a learned precision, lr 0.5 where Adam uses 1e-4, a prior "
+            "precision for weight decay, and num_data, the size of the training set), so the optimizer's "
+            "class, learning rate and weight decay would not carry over. Build it by name in the config "
+            "instead: monai_sam.optimizers.create_optimizer('bsam', params, num_data=..., lr=...)."
+        )
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],

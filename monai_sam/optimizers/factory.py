@@ -83,7 +83,7 @@ def _method_only_names() -> set[str]:
     for cls in METHODS.values():
         own = _keyword_names(cls)
         # bSAM's lr/betas/weight_decay are base-optimizer names: a wrong one must still raise elsewhere.
-        names |= own - plain if getattr(cls, "own_update", False) else own
+        names |= own - plain if cls.own_update else own
     return names
 
 
@@ -142,7 +142,7 @@ def create_optimizer(
         cls = METHODS[key]
         method_keys = _keyword_names(cls) | SHARED_KEYWORDS
         base_cls = _resolve_base(base)
-        if getattr(cls, "own_update", False):  # bSAM: its own Adam-like update, no base optimizer
+        if cls.own_update:  # bSAM: its own Adam-like update, no base optimizer
             if base_cls is not torch.optim.Adam:
                 raise ValueError(
                     f"create_optimizer({name!r}): {cls.__name__} has its own update and takes no base "

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import SharpnessAwareOptimizer, _check_range
-from monai_sam.optimizers.functional import global_norm
+from monai_sam.optimizers.functional import all_finite, global_norm
 
 __all__ = ["FSAM"]
 
@@ -27,7 +27,8 @@ class FSAM(SharpnessAwareOptimizer):
     optimizer steps with the perturbed gradient ``gp``. ``sigma = 0`` is SAM, ``rho = 0`` the base optimizer.
 
     The new ``m`` is committed when the step's last pass is consumed (:meth:`unperturb`), so a step abandoned
-    with :meth:`end_passes` leaves ``m`` untouched. ``m`` is part of :meth:`state_dict`. Two passes; one
+    with :meth:`end_passes`, or refused because a gradient was not finite, leaves ``m`` untouched. ``m`` is
+    part of :meth:`state_dict`. Two passes; one
     persistent buffer (``m``) and two peak buffers (weight backup, the new ``m``). ``m`` collects gradients
     in the units they arrive in, so a GradScaler, whose scale changes, is not supported; under DDP ``m`` is
     per rank (the clean pass is local, as for SAM).
@@ -105,5 +106,12 @@ class FSAM(SharpnessAwareOptimizer):
         return global_norm([g for _, _, gs in per_group for g in gs], device=norm.device)
 
     def _combine(self, loss: Tensor | None) -> None:
+        # A step whose g0 or gp is not finite (base_step refuses it) keeps the old m (zeros on a first
+        # step): m never holds inf/NaN nor moves on a step not taken. No foreach select: one where per tensor.
+        finite = ~self.last_perturbation_skipped & all_finite(
+            self._grads()[1], device=self.last_grad_norm.device
+        )
         for p, value in self._take(PENDING).items():
+            old = self.method_state[p].get(MOMENTUM)
+            torch.where(finite, value, old if old is not None else value.new_zeros(()), out=value)
             self.method_state[p][MOMENTUM] = value

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer
-from monai_sam.optimizers.functional import global_dot, global_norm, scale_by
+from monai_sam.optimizers.functional import global_dot, joint_norm, scale_by, with_fp64_fallback
 
 __all__ = ["GSAM"]
 
@@ -64,11 +64,8 @@ class GSAM(SharpnessAwareOptimizer):
         params, (clean,), perturbed = self._aligned(self._take(CLEAN_GRAD))
         if not params:
             return
-        device = self.last_grad_norm.device
-        clean_norm = global_norm(clean, device)
-        perturbed_norm = global_norm(perturbed, device)
-        cosine = global_dot(clean, perturbed, device) / (clean_norm * perturbed_norm + self.eps)
-        parallel = cosine * clean_norm / (perturbed_norm + self.eps)  # g_par = parallel * gp
+        # g_par = parallel * gp; in fp64 where the fp32 products overflow (gradients above ~1e19)
+        parallel = with_fp64_fallback(lambda dtype: self._parallel(clean, perturbed, dtype))
         # gp - alpha * (g0 - parallel * gp) = (1 + alpha * parallel) gp - alpha g0, in .grad: no temporary
         lookup = {id(p): g0 for p, g0 in zip(params, clean)}
         for group in self.param_groups:
@@ -79,3 +76,11 @@ class GSAM(SharpnessAwareOptimizer):
             grads = [p.grad for p in members]
             scale_by(grads, 1.0 + alpha * parallel, inplace=True)
             torch._foreach_add_(grads, [lookup[id(p)] for p in members], alpha=-alpha)
+
+    def _parallel(self, clean: list[Tensor], perturbed: list[Tensor], dtype: torch.dtype | None) -> Tensor:
+        """``cos(g0, gp) * ||g0|| / (||gp|| + eps)``, reduced in ``dtype`` (default: at least fp32)."""
+        device = self.last_grad_norm.device
+        clean_norm = joint_norm(clean, device, dtype)
+        perturbed_norm = joint_norm(perturbed, device, dtype)
+        cosine = global_dot(clean, perturbed, device, dtype) / (clean_norm * perturbed_norm + self.eps)
+        return cosine * clean_norm / (perturbed_norm + self.eps)

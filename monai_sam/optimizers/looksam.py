@@ -10,7 +10,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, check_step_option
-from monai_sam.optimizers.functional import global_dot, global_norm, scale_by
+from monai_sam.optimizers.functional import (
+    global_dot,
+    global_norm,
+    joint_norm,
+    scale_by,
+    with_fp64_fallback,
+)
 
 __all__ = ["LookSAM"]
 
@@ -22,6 +28,7 @@ class LookSAM(SharpnessAwareOptimizer):
 
     On a SAM step the base optimizer gets ``gp`` and ``gv = gp - (<g0, gp> / ||g0||^2) g0`` is kept
     (global vectors, as in the paper). On the other steps it gets ``g0 + alpha * (||g0|| / ||gv||) * gv``.
+    A SAM step whose ``gv`` is not finite (skipped by a GradScaler) keeps the previous ``gv``.
     Average cost ``(k + 1) / k`` passes per step; ``k = 1`` is SAM. One persistent buffer (gv).
 
     Args:
@@ -68,13 +75,26 @@ class LookSAM(SharpnessAwareOptimizer):
         if not params:
             return
         device = self.last_grad_norm.device
-        coef = global_dot(clean, perturbed, device) / (global_norm(clean, device) ** 2 + self.eps)
+        # <g0, gp> / ||g0||^2, in fp64 where the fp32 squares overflow (gradients above ~1e19)
+        coef = with_fp64_fallback(
+            lambda dtype: (
+                global_dot(clean, perturbed, device, dtype)
+                / (joint_norm(clean, device, dtype) ** 2 + self.eps)
+            )
+        )
         # gv = gp - coef * g0, computed in the g0 buffer, which becomes the persistent gv.
         scale_by(clean, -coef, inplace=True)
         torch._foreach_add_(clean, perturbed)
+        gv_norm = global_norm(clean, device)
+        # A non-finite gv (a step a GradScaler skips or base_step refuses) keeps the last finite one, so
+        # the one-pass steps after it do not inherit inf/NaN. No foreach select exists: one where per tensor.
+        finite = torch.isfinite(gv_norm)
         for p, gv in zip(params, clean):
+            old = self.method_state[p].get(ORTHOGONAL)
+            torch.where(finite, gv, old if old is not None else gv.new_zeros(()), out=gv)
             self.method_state[p][ORTHOGONAL] = gv
-        self._gv_norm = global_norm(clean, device)
+        last = self._gv_norm if self._gv_norm is not None else torch.zeros_like(gv_norm)
+        self._gv_norm = torch.where(finite, gv_norm, last.to(gv_norm.device, gv_norm.dtype))
 
     def _single_pass(self, loss: Tensor | None) -> None:
         _, grads = self._grads()

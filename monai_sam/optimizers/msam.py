@@ -25,24 +25,39 @@ _EXP_AVG_BASES = (
 )
 
 
+_NO_SGD_MOMENTUM = (
+    "MSAM perturbs along the momentum, but the SGD base has momentum=0: pass momentum > 0 "
+    "(e.g. momentum=0.9)."
+)
+
+
+def _known_momentum_key(base: type[Optimizer]) -> str | None:
+    """The state key of ``base``'s momentum buffer for the classes MSAM knows, else None."""
+    if issubclass(base, torch.optim.SGD):
+        return "momentum_buffer"
+    if issubclass(base, _EXP_AVG_BASES):
+        return "exp_avg"
+    return None
+
+
+def _unknown_momentum(name: str) -> str:
+    return (
+        f"MSAM: cannot tell which state buffer of {name} is its momentum; pass momentum_key='<state key>' "
+        "(SGD: 'momentum_buffer', Adam family: 'exp_avg')."
+    )
+
+
 def _momentum_key(base: Optimizer, given: str | None) -> str:
     if given is not None:
         if not isinstance(given, str) or not given:
             raise ValueError(f"MSAM: momentum_key must be a non-empty string, got {given!r}.")
         return given
-    if isinstance(base, torch.optim.SGD):
-        if any(not group["momentum"] > 0 for group in base.param_groups):
-            raise ValueError(
-                "MSAM perturbs along the momentum, but the SGD base has momentum=0: pass momentum > 0 "
-                "(e.g. momentum=0.9)."
-            )
-        return "momentum_buffer"
-    if isinstance(base, _EXP_AVG_BASES):
-        return "exp_avg"
-    raise ValueError(
-        f"MSAM: cannot tell which state buffer of {type(base).__name__} is its momentum; pass "
-        "momentum_key='<state key>' (SGD: 'momentum_buffer', Adam family: 'exp_avg')."
-    )
+    key = _known_momentum_key(type(base))
+    if key is None:
+        raise ValueError(_unknown_momentum(type(base).__name__))
+    if key == "momentum_buffer" and any(not group["momentum"] > 0 for group in base.param_groups):
+        raise ValueError(_NO_SGD_MOMENTUM)
+    return key
 
 
 class MSAM(SharpnessAwareOptimizer):
@@ -118,6 +133,27 @@ class MSAM(SharpnessAwareOptimizer):
         self.rest_at_true_weights = False
         self._ascended: list[Tensor] = []  # parameters now at the ascent point (their w is in the workspace)
 
+    @classmethod
+    def base_problem(
+        cls, base: type[Optimizer], base_kwargs: dict[str, Any], hyperparameters: dict[str, Any]
+    ) -> str | None:
+        """MSAM needs the base's momentum: SGD with ``momentum > 0``, the Adam family, or ``momentum_key``.
+
+        Args:
+            base: the optimizer class to wrap.
+            base_kwargs: its keyword arguments (an SGD ``momentum`` that is not a number is not judged).
+            hyperparameters: MSAM's keyword arguments (``momentum_key``).
+        """
+        if hyperparameters.get("momentum_key") is not None:
+            return None
+        key = _known_momentum_key(base)
+        if key is None:
+            return _unknown_momentum(base.__name__)
+        momentum = base_kwargs.get("momentum", 0)
+        if key == "momentum_buffer" and isinstance(momentum, (int, float)) and not momentum > 0:
+            return _NO_SGD_MOMENTUM
+        return None
+
     # ------------------------------------------------------------------ the ascent point
     def _at_perturbed_point(self) -> bool:
         return bool(self._ascended)
@@ -174,14 +210,16 @@ class MSAM(SharpnessAwareOptimizer):
         self._record_clean_norm(grads)
         self.move_to_true_weights()
 
-    def base_step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+    def base_step(self, scaler: torch.amp.GradScaler | None = None, *, check_finite: bool = True) -> None:
         """Step the base optimizer at ``w``, then move to the next momentum-ascent point.
 
         Args:
             scaler: an optional GradScaler, as in :meth:`SharpnessAwareOptimizer.base_step`; when it skips
                 the step the momentum is unchanged and the weights return to the same ascent point.
+            check_finite: as in :meth:`SharpnessAwareOptimizer.base_step` (a refused step leaves the
+                parameters at the true weights ``w``).
         """
-        super().base_step(scaler)
+        super().base_step(scaler, check_finite=check_finite)
         if not self.rest_at_true_weights:
             self.move_to_perturbed_point()
 

@@ -2,7 +2,8 @@
 
 :func:`wrap_optimizer` is what ``monai-sam overlay`` puts in place of a bundle's optimizer: the bundle's
 own keys (``params``, ``lr``, ``weight_decay``, param groups, ...) stay where they are and are passed,
-untouched, to the bundle's own optimizer class; only the ``sam_*`` keys are added.
+untouched, to the bundle's own optimizer class; only the ``sam_*`` keys are added. ``sam_method="none"``
+returns that optimizer unwrapped, so one overlaid config also runs the bundle's own training.
 """
 
 from __future__ import annotations
@@ -15,9 +16,59 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
-from monai_sam.optimizers.factory import METHODS, _canonical, _keyword_names
+from monai_sam.optimizers.factory import METHODS, PLAIN_OPTIMIZERS, _canonical, _keyword_names
 
-__all__ = ["wrap_optimizer"]
+__all__ = ["KEEP_BASE", "wrap_optimizer", "wrapping_problem"]
+
+#: the ``sam_method`` that keeps the bundle's own optimizer, unwrapped (a plain name does too when it names
+#: the bundle's class): the A/B switch of an overlaid bundle, ``--sam_optimizer none``.
+KEEP_BASE = "none"
+
+
+def wrapping_problem(
+    sam_method: Any,
+    sam_base: type[Optimizer] | None,
+    base_kwargs: dict[str, Any] | None = None,
+    sam_hyperparameters: dict[str, Any] | None = None,
+) -> str | None:
+    """Why :func:`wrap_optimizer` would refuse ``sam_method`` over ``sam_base``; None when it would not.
+
+    Checked before anything is built: ``monai-sam overlay`` asks it when the overlay is written (with
+    ``sam_base=None`` when the bundle's optimizer class cannot be imported there; the run checks again).
+
+    Args:
+        sam_method: a sharpness-aware method, ``"none"`` or a plain name (``"adam"``, ``"adamw"``, ``"sgd"``).
+        sam_base: the optimizer class to wrap, or None when unknown.
+        base_kwargs: its keyword arguments as far as known.
+        sam_hyperparameters: the method's keyword arguments.
+    """
+    key = _canonical(sam_method) if isinstance(sam_method, str) else None
+    if key == KEEP_BASE:
+        return None
+    if key in PLAIN_OPTIMIZERS:
+        wanted = PLAIN_OPTIMIZERS[key]
+        if sam_base is None or sam_base is wanted:
+            return None
+        return (
+            f"{sam_method!r} keeps the optimizer as it is only when it is {wanted.__name__}, but it is "
+            f"{sam_base.__name__}; use {KEEP_BASE!r} for the optimizer as it is."
+        )
+    if key not in METHODS:
+        return (
+            f"{sam_method!r} is not a sharpness-aware method ({sorted(METHODS)}), nor the optimizer as it "
+            f"is ({KEEP_BASE!r}, or its name: {sorted(PLAIN_OPTIMIZERS)})."
+        )
+    cls = METHODS[key]
+    hyper = dict(sam_hyperparameters or {})
+    accepted = _keyword_names(cls)
+    unknown = sorted(set(hyper) - accepted)
+    if unknown:
+        return (
+            f"{cls.__name__} does not take {unknown} in sam_hyperparameters; it accepts {sorted(accepted)}."
+        )
+    if sam_base is None:
+        return None
+    return cls.base_problem(sam_base, dict(base_kwargs or {}), hyper)
 
 
 def wrap_optimizer(
@@ -26,7 +77,7 @@ def wrap_optimizer(
     params: Iterable[Tensor] | Iterable[dict[str, Any]],
     sam_hyperparameters: dict[str, Any] | None = None,
     **base_kwargs: Any,
-) -> SharpnessAwareOptimizer:
+) -> Optimizer:
     """Build ``sam_base(params, **base_kwargs)`` unchanged and wrap it into the method ``sam_method``.
 
     The base optimizer is constructed exactly as the bundle would construct it, so its class, learning
@@ -35,16 +86,22 @@ def wrap_optimizer(
     The method's hyperparameters come only from ``sam_hyperparameters``: a base argument that shares a
     name with one of them (Adam's ``eps`` and the method's ``eps``) keeps going to the base.
 
+    ``sam_method="none"`` (or the plain name of ``sam_base``'s class: ``"adam"`` for ``torch.optim.Adam``)
+    returns that base optimizer itself, unwrapped: the bundle's own training, bit for bit, from the same
+    config (the A/B switch of ``monai-sam overlay``; ``sam_hyperparameters`` is then unused).
+
     Args:
         sam_method: a sharpness-aware method name of :func:`~monai_sam.optimizers.available_optimizers`
-            (``"sam"``, ``"asam"``, ``"gsam"``, ...; case, ``-`` and ``_`` are ignored).
+            (``"sam"``, ``"asam"``, ``"gsam"``, ...; case, ``-`` and ``_`` are ignored), or ``"none"``.
         sam_base: the bundle's optimizer class (for example ``torch.optim.Adam`` or MONAI's ``Novograd``).
         params: the bundle's ``params``: parameters or param-group dicts.
         sam_hyperparameters: the method's keyword arguments, e.g. ``{"rho": 0.05}``.
         base_kwargs: the bundle's other optimizer arguments (``lr``, ``weight_decay``, ...).
 
     Raises:
-        ValueError: ``sam_method`` is not a sharpness-aware method, or a hyperparameter it does not take.
+        ValueError: what :func:`wrapping_problem` finds: an unknown name, a plain name that is not
+            ``sam_base``'s class, bSAM (its own update replaces the optimizer), MSAM over an optimizer
+            without a known momentum buffer, a hyperparameter the method does not take.
         TypeError: ``sam_base`` is not an optimizer class.
 
     Example (config)::
@@ -57,24 +114,17 @@ def wrap_optimizer(
           params: $@network.parameters()
           lr: 1.0e-4
     """
-    if not isinstance(sam_method, str) or _canonical(sam_method) not in METHODS:
-        raise ValueError(
-            f"wrap_optimizer: sam_method={sam_method!r} is not a sharpness-aware method; "
-            f"expected one of {sorted(METHODS)}."
-        )
-    cls = METHODS[_canonical(sam_method)]
     if not (inspect.isclass(sam_base) and issubclass(sam_base, Optimizer)):
         raise TypeError(f"wrap_optimizer: sam_base must be a torch.optim.Optimizer class, got {sam_base!r}.")
     if issubclass(sam_base, SharpnessAwareOptimizer):
         raise ValueError(
             f"wrap_optimizer: sam_base {sam_base.__name__} is already sharpness-aware; wrap its base instead."
         )
-    hyper = dict(sam_hyperparameters or {})
-    unknown = sorted(set(hyper) - _keyword_names(cls))
-    if unknown:
-        raise ValueError(
-            f"wrap_optimizer: {cls.__name__} does not take {unknown} in sam_hyperparameters; "
-            f"it accepts {sorted(_keyword_names(cls))}."
-        )
+    problem = wrapping_problem(sam_method, sam_base, base_kwargs, sam_hyperparameters)
+    if problem is not None:
+        raise ValueError(f"wrap_optimizer: sam_method={sam_method!r}: {problem}")
     base = sam_base(params, **base_kwargs)
-    return cls(base.param_groups, base, **hyper)
+    key = _canonical(sam_method)
+    if key not in METHODS:  # "none" or the base's own name: the optimizer as it is
+        return base
+    return METHODS[key](base.param_groups, base, **dict(sam_hyperparameters or {}))

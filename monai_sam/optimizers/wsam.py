@@ -124,14 +124,19 @@ class WSAM(SharpnessAwareOptimizer):
             sharpness = [self.method_state[p][SHARPNESS] for p in params]
             self._poison_final_grad(~torch.isfinite(global_norm(sharpness)))
 
-    def base_step(self, scaler: torch.amp.GradScaler | None = None) -> None:
-        """See :meth:`SharpnessAwareOptimizer.base_step`; refuses a GradScaler when ``max_norm`` is set."""
+    def base_step(self, scaler: torch.amp.GradScaler | None = None, *, check_finite: bool = True) -> None:
+        """See :meth:`SharpnessAwareOptimizer.base_step`; refuses a GradScaler when ``max_norm`` is set.
+
+        Args:
+            scaler: an optional GradScaler (not with ``max_norm``).
+            check_finite: check the final gradient before stepping (without a GradScaler).
+        """
         if self.max_norm is not None and scaler is not None and scaler.is_enabled():
             raise RuntimeError(
                 "WSAM(max_norm=...) clips g0 and gp in unscaled units and cannot run with a GradScaler; "
                 "use max_norm=None and clip after scaler.unscale_(opt.base_optimizer), or bf16 autocast."
             )
-        super().base_step(scaler)
+        super().base_step(scaler, check_finite=check_finite)
 
     def _after_base_step(self, skipped: Tensor | None, inv_scale: Tensor | None) -> None:
         if not self.decouple:

@@ -1,8 +1,11 @@
-"""monai_sam.bundle.overlay: locating the trainer and optimizer on both zoo layouts, the overlay's effect."""
+"""monai_sam.bundle.overlay: locating the trainer, optimizer and run id on both zoo layouts, the overlay's
+effect, every registered method through it (trains, or refused when written)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import traceback
 import warnings
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_sam.bundle import overlay as ov
-from monai_sam.optimizers import SAM, wrap_optimizer
+from monai_sam.optimizers import SAM, available_optimizers, wrap_optimizer
 
 NET = {"_target_": "torch.nn.Linear", "in_features": 3, "out_features": 2}
 
@@ -166,15 +169,21 @@ def test_existing_iteration_update_is_refused_or_composed(monkeypatch):
 def test_bad_method_and_rho():
     training = ov.find_training(TEMPLATE)
     with pytest.raises(ov.OverlayError, match="not a sharpness-aware method"):
-        ov.build_overlay(training, "adam")
+        ov.build_overlay(training, "rmsprop")
+    with pytest.raises(
+        ov.OverlayError, match=r"--optimizer adam: 'adam' keeps .* only when it is Adam, but it is SGD"
+    ):
+        ov.build_overlay(training, "adam")  # TEMPLATE's optimizer is SGD: 'adam' would not be the baseline
     with pytest.raises(ov.OverlayError, match="--rho must be >= 0"):
         ov.build_overlay(training, "sam", rho=-1.0)
 
 
 def test_wrap_optimizer_validates():
     params = list(torch.nn.Linear(2, 1).parameters())
-    with pytest.raises(ValueError, match="sam_method='adam'"):
+    with pytest.raises(ValueError, match=r"sam_method='adam': 'adam' keeps .* only when it is Adam"):
         wrap_optimizer("adam", torch.optim.SGD, params, lr=0.1)
+    with pytest.raises(ValueError, match=r"sam_method='rmsprop': .* not a sharpness-aware method"):
+        wrap_optimizer("rmsprop", torch.optim.SGD, params, lr=0.1)
     with pytest.raises(ValueError, match=r"does not take \['alpha'\]"):
         wrap_optimizer("sam", torch.optim.SGD, params, {"alpha": 0.1}, lr=0.1)
     with pytest.raises(TypeError, match="sam_base"):
@@ -193,3 +202,120 @@ def test_load_and_write(tmp_path):
         assert ConfigParser.load_config_file(str(path)) == overlay
     with pytest.raises(ov.OverlayError, match=r"o\.txt"):
         ov.write_overlay(overlay, tmp_path / "o.txt")
+
+
+# ------------------------------------------------------------------ every method, through the overlay
+#: a runnable bundle (spleen layout: top-level optimizer, train#trainer) whose optimizer is Adam.
+RUNNABLE = {
+    "imports": ["$import torch"],
+    "network": NET,
+    "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.01},
+    "train": {
+        "data": "$[(torch.randn(4, 3), torch.randint(0, 2, (4,))) for _ in range(2)]",
+        "trainer": {
+            "_target_": "SupervisedTrainer",
+            "device": "cpu",
+            "max_epochs": 1,
+            "train_data_loader": "@train#data",
+            "network": "@network",
+            "optimizer": "@optimizer",
+            "loss_function": "$torch.nn.CrossEntropyLoss()",
+            "amp": True,
+        },
+    },
+    "run": ["$@train#trainer.run()"],
+}
+#: refused when the overlay is written over an Adam bundle, with the reason's words.
+REFUSED_OVER_ADAM = {
+    "bsam": "bSAM cannot keep the Adam optimizer: it replaces it with its own variational update",
+    "adamw": "'adamw' keeps the optimizer as it is only when it is AdamW, but it is Adam",
+    "sgd": "'sgd' keeps the optimizer as it is only when it is SGD, but it is Adam",
+}
+
+
+@pytest.mark.parametrize("method", [*available_optimizers(), "none"])
+def test_every_method_trains_through_the_overlay_or_is_refused_when_written(method):
+    training = ov.find_training(RUNNABLE)
+    assert training.run_ids == ("run",) and training.optimizer_class is torch.optim.Adam
+    if method in REFUSED_OVER_ADAM:
+        with pytest.raises(ov.OverlayError, match=f"--optimizer {method}: {REFUSED_OVER_ADAM[method]}"):
+            ov.build_overlay(training, method)
+        return
+    overlay = ov.build_overlay(training, method, rho=0.05)
+    assert not {key for key in overlay if "amp" in key or "autocast" in key}  # precision stays the bundle's
+    parser = merged(RUNNABLE, overlay)
+    torch.manual_seed(0)
+    trainer = parser.get_parsed_content("train#trainer")
+    trainer.run()
+    assert trainer.state.iteration == 2 and trainer.amp  # the bundle's amp: true, kept
+    opt = parser.get_parsed_content("optimizer")
+    output = trainer.state.output[0]
+    if method in ("none", "adam"):
+        assert type(opt) is torch.optim.Adam  # the bundle's own optimizer, unwrapped
+        assert "num_passes" not in output
+    else:
+        assert type(opt).__name__.lower() == method and type(opt.base_optimizer) is torch.optim.Adam
+        assert output["num_passes"] == opt.num_passes >= 1
+    with opt.true_weights() if hasattr(opt, "true_weights") else contextlib.nullcontext():
+        assert all(torch.isfinite(p).all() for p in parser.get_parsed_content("network").parameters())
+
+
+def test_a_refused_method_given_at_run_time_says_why():
+    overlay = ov.build_overlay(ov.find_training(RUNNABLE), "sam")
+    parser = merged(RUNNABLE, overlay)
+    parser["sam_optimizer"] = "bsam"  # what --sam_optimizer bsam does
+    with pytest.raises(RuntimeError) as caught:
+        parser.get_parsed_content("optimizer")
+    assert "bSAM cannot keep the Adam optimizer" in "".join(traceback.format_exception(caught.value))
+
+
+@pytest.mark.parametrize(
+    "target, kwargs, refused",
+    [
+        ("torch.optim.SGD", {"lr": 0.1}, "SGD base has momentum=0"),
+        ("torch.optim.SGD", {"lr": 0.1, "momentum": 0.0}, "SGD base has momentum=0"),
+        ("torch.optim.SGD", {"lr": 0.1, "momentum": "@momentum"}, None),  # followed: 0.9
+        ("Novograd", {"lr": 0.1}, "cannot tell which state buffer of Novograd is its momentum"),
+        ("torch.optim.AdamW", {"lr": 0.1}, None),
+        ("scripts.optim.Missing", {"lr": 0.1}, None),  # not importable here: the run decides
+    ],
+)
+def test_msam_needs_a_momentum_it_knows(target, kwargs, refused):
+    config = copy.deepcopy(TEMPLATE) | {"momentum": 0.9}
+    config["optimizer"] = {"_target_": target, "params": "$@network.parameters()", **kwargs}
+    training = ov.find_training(config)
+    if refused is None:
+        assert ov.build_overlay(training, "msam")["sam_optimizer"] == "msam"
+        return
+    with pytest.raises(ov.OverlayError, match=f"--optimizer msam: .*{refused}"):
+        ov.build_overlay(training, "msam")
+
+
+def test_run_ids_are_the_ids_that_run_the_trainer():
+    spleen = copy.deepcopy(SPLEEN) | {"run": ["$print('go')", "$@train#trainer.run()"]}
+    assert ov.find_training(spleen).run_ids == ("run",)
+    ventricular = copy.deepcopy(TEMPLATE) | {"training": ["$@trainer.run()"], "evaluating": ["$print(1)"]}
+    assert ov.find_training(ventricular).run_ids == ("training",)
+    both = copy.deepcopy(SPLEEN) | {"training": "$@train::trainer.run()", "run": ["$@train#trainer .run()"]}
+    assert ov.find_training(both).run_ids == ("run", "training")
+    assert ov.find_training(TEMPLATE).run_ids == ()  # nothing runs it: the CLI warns and assumes "run"
+    files = ["configs/train.json", "sam.yaml"]
+    assert ov.run_command(files, "training") == (
+        "python -m monai.bundle run training --config_file \"['configs/train.json', 'sam.yaml']\""
+    )
+    assert ov.run_command(files, "run") == ov.run_command(files, None)
+    assert ov.run_command(files, "run").startswith("python -m monai.bundle run --config_file")
+
+
+def test_msam_over_novograd_with_its_momentum_key_given_at_run_time():
+    """Refused when written (MSAM cannot guess Novograd's momentum, see above), accepted once it is named."""
+    config = copy.deepcopy(SPLEEN)
+    config["optimizer"]["_target_"] = "Novograd"
+    parser = merged(config, ov.build_overlay(ov.find_training(config), "sam"))
+    parser["sam_optimizer"] = (
+        "msam"  # --sam_optimizer msam --optimizer#sam_hyperparameters#momentum_key exp_avg
+    )
+    parser["optimizer#sam_hyperparameters#momentum_key"] = "exp_avg"
+    opt = parser.get_parsed_content("optimizer")
+    assert type(opt).__name__ == "MSAM" and type(opt.base_optimizer).__name__ == "Novograd"
+    assert opt.momentum_key == "exp_avg"

@@ -72,8 +72,9 @@ def test_train_plain_adam_two_classes(tmp_path, phantom_dir):
 
 
 def test_train_with_amp_on_cpu(tmp_path, phantom_dir):
-    # On CPU the iteration autocasts to bfloat16 (no GradScaler); MONAI's own fp16/CUDA path is not taken.
-    proc = run_cli(train_args("vit", tmp_path, phantom_dir, "--amp", "True"), cwd=tmp_path)
+    # amp alone does nothing on a CPU (MONAI's meaning); the iteration's opt-in autocasts to bfloat16 there.
+    args = ["--amp", "True", "--train#iteration#cpu_autocast_dtype", "bfloat16"]
+    proc = run_cli(train_args("vit", tmp_path, phantom_dir, *args), cwd=tmp_path)
     metrics = _check_training_outputs(tmp_path, "vit_small_conv", "sam")
     assert metrics["final"]["val_n"] == 3
     assert all(torch.isfinite(t).all() for t in torch.load(tmp_path / "model.pt", weights_only=True).values())

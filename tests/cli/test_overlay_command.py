@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 from monai.data import create_test_image_3d
+
+from monai_sam.cli import main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 #: written after training by every bundle: what the trainer really used.
@@ -130,6 +134,20 @@ def spleen_style_bundle(root: Path) -> Path:
     return root
 
 
+#: a tiny 2-D classifier on eight random 16 x 16 images, for the classification bundles below.
+CLASSIFIER_16PX = {
+    "network_def": {
+        "_target_": "Classifier",
+        "in_shape": [1, 16, 16],
+        "classes": 2,
+        "channels": [4, 8],
+        "strides": [2, 2],
+    },
+    "network": "$@network_def.to(@device)",
+    "train_data": "$[{'image': torch.rand(1, 16, 16), 'label': i % 2} for i in range(8)]",
+}
+
+
 def template_style_bundle(root: Path) -> Path:
     """A 2-D classification bundle in segmentation_template's layout (YAML, top-level trainer), with DDP."""
     config = {
@@ -139,15 +157,7 @@ def template_style_bundle(root: Path) -> Path:
         "rank": 0,
         "learning_rate": 0.05,
         "device": "$torch.device('cpu')",
-        "network_def": {
-            "_target_": "Classifier",
-            "in_shape": [1, 16, 16],
-            "classes": 2,
-            "channels": [4, 8],
-            "strides": [2, 2],
-        },
-        "network": "$@network_def.to(@device)",
-        "train_data": "$[{'image': torch.rand(1, 16, 16), 'label': i % 2} for i in range(8)]",
+        **CLASSIFIER_16PX,
         "train_dataset": {"_target_": "Dataset", "data": "@train_data"},
         "train_dataloader": {
             "_target_": "DataLoader",
@@ -286,3 +296,262 @@ def test_overlay_with_multi_gpu_train_under_torchrun(tmp_path):
     for rank in (0, 1):
         got = report(root / f"report{rank}.json")
         assert (got["optimizer"], got["base"]) == ("SAM", "SGD") and "loss_perturbed" in got["keys"]
+
+
+def adam_bundle_run_by_training(root: Path) -> Path:
+    """A 2-D classification bundle with Adam and ``amp: true``, run by the id ``training`` (as
+    ventricular_short_axis_3label is): it saves the initial and the final weights."""
+    config = {
+        "imports": ["$import torch"],
+        "bundle_root": str(root),
+        "device": "$torch.device('cpu')",
+        **CLASSIFIER_16PX,
+        "train_dataloader": {
+            "_target_": "DataLoader",
+            "dataset": {"_target_": "Dataset", "data": "@train_data"},
+            "batch_size": 4,
+            "shuffle": True,
+        },
+        "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.01},
+        "trainer": {
+            "_target_": "SupervisedTrainer",
+            "max_epochs": 2,
+            "device": "@device",
+            "train_data_loader": "@train_dataloader",
+            "network": "@network",
+            "loss_function": "$torch.nn.CrossEntropyLoss()",
+            "optimizer": "@optimizer",
+            "amp": True,
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "training": [
+            "$torch.save(@network.state_dict(), @bundle_root + '/initial.pt')",
+            "$@trainer.run()",
+            "$torch.save(@network.state_dict(), @bundle_root + '/final.pt')",
+        ],
+    }
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "train.json").write_text(json.dumps(config, indent=4))
+    return root
+
+
+def printed_command(out: str, label: str) -> list[str]:
+    """The command the overlay printed after ``label``, as a shell would split it."""
+    line = next(line for line in out.splitlines() if line.startswith(label))
+    return shlex.split(line[len(label) :])
+
+
+@pytest.mark.slow
+def test_the_printed_baseline_command_runs_as_printed_and_equals_the_bundle_alone(
+    tmp_path, monkeypatch, capsys
+):
+    """One overlay, two runs: with --sam_optimizer adam the overlaid bundle is the bundle, bit for bit."""
+    root = adam_bundle_run_by_training(tmp_path / "ab")
+    run(["run", "training", "--config_file", "configs/train.json"], root)
+    alone = torch.load(root / "final.pt", weights_only=True)
+    initial = torch.load(root / "initial.pt", weights_only=True)
+    (root / "final.pt").unlink()
+    monkeypatch.chdir(root)  # the overlay through the CLI's own entry point (the bundle runs are real CLIs)
+    assert main(["overlay", "configs/train.json", "--optimizer", "sam", "--out", "sam.yaml"]) == 0
+    command = printed_command(capsys.readouterr().out, "the bundle's own optimizer (A/B baseline): ")
+    assert command[:5] == ["python", "-m", "monai.bundle", "run", "training"]  # the bundle's run id
+    assert command[-2:] == ["--sam_optimizer", "adam"]
+    proc = subprocess.run(
+        [sys.executable, *command[1:]], cwd=root, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    overlaid = torch.load(root / "final.pt", weights_only=True)
+    assert alone.keys() == overlaid.keys()
+    assert [k for k in alone if not torch.equal(alone[k], overlaid[k])] == []
+    assert any(not torch.equal(alone[k], initial[k]) for k in alone)  # it trained
+
+
+PROBE = '''"""What the DeepEdit-style test checks: clicks per iteration, the forward dtype, the weights."""
+
+import collections
+
+import torch
+from monai.engines.utils import IterationEvents
+
+
+class Probe:
+    def __init__(self):
+        self.clicks = collections.Counter()
+        self.dtypes = set()
+
+    def attach(self, engine):
+        engine.add_event_handler(IterationEvents.INNER_ITERATION_COMPLETED, self._click)
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._forward)
+
+    def _click(self, engine):
+        self.clicks[engine.state.iteration] += 1
+
+    def _forward(self, engine):
+        self.dtypes.add(str(engine.state.output["pred"].dtype))
+
+    def summary(self, trainer, optimizer, network):
+        return {
+            "clicks": {str(k): v for k, v in sorted(self.clicks.items())},
+            "iterations": trainer.state.iteration,
+            "dtypes": sorted(self.dtypes),
+            "trainer": type(trainer).__name__,
+            "optimizer": type(optimizer).__name__,
+            "num_passes": trainer.state.output[0].get("num_passes"),
+            "finite": all(bool(torch.isfinite(p).all()) for p in network.parameters()),
+        }
+'''
+
+
+def deepedit_style_bundle(root: Path) -> Path:
+    """spleen_deepedit_annotation's layout in miniature: 3-D NIfTI volumes, DeepEdit's guidance transforms,
+    MONAI's ``Interaction`` as ``train#trainer``'s ``iteration_update`` (clicks in every iteration),
+    ``amp: true``, a DynUNet, Adam with StepLR, ``initialize`` and ``run`` ids."""
+    data = root / "data"
+    data.mkdir(parents=True)
+    for i in range(2):
+        image, label = create_test_image_3d(
+            16, 16, 16, num_objs=2, rad_max=5, rad_min=3, num_seg_classes=1, channel_dim=None,
+            random_state=np.random.RandomState(i),
+        )  # fmt: skip
+        nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), data / f"img{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), data / f"lbl{i}.nii.gz")
+    both = ["image", "label"]
+    guidance = {"_target_": "AddGuidanceSignalDeepEditd", "keys": "image", "guidance": "guidance"}
+    config = {
+        "imports": ["$import glob", "$import json"],
+        "bundle_root": str(root),
+        "images": "$sorted(glob.glob(@bundle_root + '/data/img*'))",
+        "labels": "$sorted(glob.glob(@bundle_root + '/data/lbl*'))",
+        "label_names": {"spleen": 1, "background": 0},
+        "device": "$torch.device('cpu')",
+        "network_def": {
+            "_target_": "DynUNet",
+            "spatial_dims": 3,
+            "in_channels": "$len(@label_names) + 1",
+            "out_channels": "$len(@label_names)",
+            "kernel_size": [3, 3, 3],
+            "strides": [1, 2, 2],
+            "upsample_kernel_size": [2, 2],
+            "filters": [4, 8, 16],
+            "norm_name": "instance",
+            "res_block": True,
+        },
+        "network": "$@network_def.to(@device)",
+        "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
+        "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.0001},
+        "lr_scheduler": {
+            "_target_": "torch.optim.lr_scheduler.StepLR",
+            "optimizer": "@optimizer",
+            "step_size": 1000,
+            "gamma": 0.1,
+        },
+        "train": {
+            "preprocessing": {
+                "_target_": "Compose",
+                "transforms": [
+                    {"_target_": "LoadImaged", "keys": both},
+                    {"_target_": "NormalizeLabelsInDatasetd", "keys": "label", "label_names": "@label_names"},
+                    {"_target_": "EnsureChannelFirstd", "keys": both},
+                    {"_target_": "ScaleIntensityd", "keys": "image"},
+                    {
+                        "_target_": "Resized",
+                        "keys": both,
+                        "spatial_size": [16, 16, 16],
+                        "mode": ["area", "nearest"],
+                    },
+                    guidance,  # no initial seed point (its transform needs scikit-image): clicks add them
+                    {"_target_": "ToTensord", "keys": both},
+                ],
+            },
+            "click_transforms": {
+                "_target_": "Compose",
+                "transforms": [
+                    {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+                    {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+                    {"_target_": "ToNumpyd", "keys": ["image", "label", "pred"]},
+                    {
+                        "_target_": "FindDiscrepancyRegionsDeepEditd",
+                        "keys": "label",
+                        "pred": "pred",
+                        "discrepancy": "discrepancy",
+                    },
+                    {
+                        "_target_": "AddRandomGuidanceDeepEditd",
+                        "keys": "NA",
+                        "guidance": "guidance",
+                        "discrepancy": "discrepancy",
+                        "probability": "probability",
+                    },
+                    guidance,
+                    {"_target_": "ToTensord", "keys": both},
+                ],
+            },
+            "dataset": {
+                "_target_": "Dataset",
+                "data": "$[{'image': i, 'label': l, 'guidance': {k: '[]' for k in @label_names}} "
+                "for i, l in zip(@images, @labels)]",
+                "transform": "@train#preprocessing",
+            },
+            "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": 1},
+            "probe": {"_target_": "scripts.probe.Probe"},
+            "handlers": [
+                {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
+                "@train#probe",
+            ],
+            "train_iteration_update": {
+                "_target_": "Interaction",
+                "deepgrow_probability": 1.0,
+                "transforms": "@train#click_transforms",
+                "click_probability_key": "probability",
+                "train": True,
+                "label_names": "@label_names",
+                "max_interactions": 2,
+            },
+            "trainer": {
+                "_target_": "SupervisedTrainer",
+                "device": "@device",
+                "max_epochs": 1,
+                "train_data_loader": "@train#dataloader",
+                "network": "@network",
+                "optimizer": "@optimizer",
+                "loss_function": "@loss",
+                "amp": True,
+                "train_handlers": "@train#handlers",
+                "iteration_update": "@train#train_iteration_update",
+            },
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=123)"],
+        "run": [
+            "$@train#trainer.run()",
+            "$open(@bundle_root + '/report.json', 'w').write(json.dumps("
+            "@train#probe.summary(@train#trainer, @optimizer, @network)))",
+        ],
+    }
+    (root / "configs").mkdir()
+    (root / "configs" / "train.json").write_text(json.dumps(config, indent=4))
+    (root / "scripts").mkdir()
+    (root / "scripts" / "__init__.py").write_text("")
+    (root / "scripts" / "probe.py").write_text(PROBE)
+    return root
+
+
+@pytest.mark.slow
+def test_overlay_trains_a_deepedit_style_bundle_with_its_interaction(tmp_path, monkeypatch, capsys):
+    """The overlay composes with DeepEdit's Interaction: every pass of SAM runs on the batch the clicks
+    made, in every iteration, at the bundle's own precision (amp: true on a CPU is fp32), without NaN."""
+    root = deepedit_style_bundle(tmp_path / "deepedit")
+    monkeypatch.chdir(root)
+    assert main(["overlay", "configs/train.json", "--optimizer", "sam", "--out", "sam.yaml"]) == 0
+    command = printed_command(capsys.readouterr().out, "run (overlay last): ")
+    overlay = yaml.safe_load((root / "sam.yaml").read_text())
+    assert overlay["train#trainer#_target_"] == "monai_sam.engines.SharpnessAwareTrainer"
+    assert "train#trainer#iteration_update" not in overlay  # the bundle's Interaction stays
+    proc = subprocess.run(
+        [sys.executable, *command[1:]], cwd=root, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    got = report(root / "report.json")
+    assert (got["trainer"], got["optimizer"], got["num_passes"]) == ("SharpnessAwareTrainer", "SAM", 2)
+    assert got["iterations"] == 2 and got["clicks"] == {"1": 2, "2": 2}  # Interaction's loop, each time
+    assert got["dtypes"] == ["torch.float32"]  # amp: true trains a CPU model in fp32, as MONAI does
+    assert got["finite"]

@@ -147,7 +147,10 @@ class Case:
         loss: builds the loss function.
         options: builds the ``SupervisedTrainer`` keyword arguments (fresh metrics/transforms per trainer).
         epochs: epochs of every run.
-        bf16: run under bf16 autocast on the CPU (``amp=True``, ``amp_kwargs={"dtype": torch.bfloat16}``).
+        bf16: bf16 autocast on the CPU: MONAI's ``_iteration`` (``amp=True``, ``amp_kwargs={"dtype":
+            torch.bfloat16}``) runs with its ``"cuda"`` autocast mapped to ``"cpu"`` (:func:`cpu_autocast`);
+            ours asks for it by name, ``cpu_autocast_dtype=torch.bfloat16`` (``amp`` alone keeps a CPU
+            model in fp32, as MONAI does).
         sam_tol: ``(rtol, atol)`` of the SAM-versus-reference comparison.
     """
 
@@ -290,6 +293,23 @@ CASES = [
         bf16=True,
         sam_tol=(1e-4, 1e-5),
     ),
+    # MONAI's own meaning of amp on a CPU device (its autocast is "cuda" only): fp32, bit for bit
+    Case(
+        "amp_on_cpu",
+        _seeded(_classifier, torch.float32),
+        lambda: _classification_batches(torch.float32),
+        nn.CrossEntropyLoss,
+        options=lambda: {"amp": True},
+        sam_tol=(1e-5, 1e-6),
+    ),
+    Case(
+        "amp_bf16_kwargs_on_cpu",
+        _seeded(_unet, torch.float32),
+        lambda: _segmentation_batches(torch.float32),
+        _dice_ce,
+        options=lambda: {"amp": True, "amp_kwargs": {"dtype": torch.bfloat16}},
+        sam_tol=(1e-5, 1e-6),
+    ),
 ]
 
 
@@ -301,7 +321,7 @@ def cpu_autocast(enabled: bool):
     ``SupervisedTrainer._iteration`` opens ``torch.autocast("cuda", **amp_kwargs)``; on a machine without
     CUDA that is disabled with a warning (and ``Trainer.run`` makes a disabled CUDA GradScaler). Mapping
     the device type to ``"cpu"`` runs MONAI's own code under CPU bf16 autocast; ``SharpnessAwareIteration``
-    already asks for ``"cpu"``, so it is unaffected.
+    asks for ``"cpu"`` itself (``cpu_autocast_dtype``), so it is unaffected.
     """
     if not enabled:
         yield
@@ -369,12 +389,13 @@ def train(
         "loss_function": case.loss(),
         **case.options(),
     }
+    ours = {"cpu_autocast_dtype": torch.bfloat16} if case.bf16 else {}
     if runner == "monai":
         trainer = SupervisedTrainer(**common)
     elif runner == "iteration":
-        trainer = SupervisedTrainer(iteration_update=iteration or SharpnessAwareIteration(), **common)
+        trainer = SupervisedTrainer(iteration_update=iteration or SharpnessAwareIteration(**ours), **common)
     elif runner == "trainer":
-        trainer = SharpnessAwareTrainer(**common)
+        trainer = SharpnessAwareTrainer(**common, **ours)
     else:
         raise ValueError(runner)
     losses: list[torch.Tensor] = []

@@ -22,6 +22,7 @@ CONFIG = {
         "_target_": "monai_sam.engines.SharpnessAwareIteration",
         "bn_policy": "clean",
         "max_norm": 1.0,
+        "cpu_autocast_dtype": "bfloat16",
     },
     "trainer": {
         "_target_": "SupervisedTrainer",
@@ -45,7 +46,7 @@ CONFIG = {
         "optimizer": "@optimizer",
         "loss_function": "$torch.nn.CrossEntropyLoss()",
         "amp": True,
-        "amp_dtype": "bfloat16",
+        "cpu_autocast_dtype": "bfloat16",
         "replay_rng": True,
         "train_handlers": [
             {"_target_": "monai_sam.handlers.SharpnessStatsHandler"},

@@ -275,7 +275,7 @@ class _NoScalerSAM(SharpnessAwareOptimizer):
         (lambda ps: _ClosureSAM(ps, lr=0.1), {}, {}, TypeError, "another library"),
         (
             lambda ps: _NoScalerSAM(ps, torch.optim.SGD, hyperparameters={"rho": 0.05}, lr=0.1),
-            {"grad_scaler": True, "amp_dtype": "bfloat16"},
+            {"grad_scaler": True, "cpu_autocast_dtype": "bfloat16"},
             {"amp": True},
             ValueError,
             "does not support a GradScaler",

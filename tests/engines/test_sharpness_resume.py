@@ -26,10 +26,8 @@ def _build(problem, max_epochs, handlers_extra=(), name="gsam"):
         network=net,
         optimizer=opt,
         loss_function=torch.nn.CrossEntropyLoss(),
-        amp=True,
-        amp_dtype="float16",
-        grad_scaler=True,
-        amp_kwargs={"enabled": False},  # the scaler runs (and is checkpointed) without fp16 noise
+        amp=True,  # on a CPU: no autocast (MONAI's meaning), so the scaler runs without fp16 noise
+        grad_scaler=True,  # and is checkpointed
         scaler_kwargs={"init_scale": 2.0**8, "growth_interval": 2},
         train_handlers=[
             LrScheduleHandler(lr_scheduler, epoch_level=False, print_lr=False),

@@ -89,7 +89,9 @@ def mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((model(x) - y) ** 2).mean()
 
 
-def run_manual(opt, loss_fn: Callable[[], torch.Tensor], scaler=None) -> torch.Tensor:
+def run_manual(
+    opt, loss_fn: Callable[[], torch.Tensor], scaler=None, check_finite: bool = True
+) -> torch.Tensor:
     """One step through the pass-by-pass API; returns the clean loss."""
     n = opt.num_passes
     opt.zero_grad()
@@ -101,7 +103,7 @@ def run_manual(opt, loss_fn: Callable[[], torch.Tensor], scaler=None) -> torch.T
         loss = loss_fn()
         (scaler.scale(loss) if scaler else loss).backward()
     opt.unperturb(loss.detach())
-    opt.base_step(scaler)
+    opt.base_step(scaler, check_finite=check_finite)
     if scaler is not None:
         scaler.update()
     return first

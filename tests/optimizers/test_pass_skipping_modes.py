@@ -145,7 +145,7 @@ def test_a_skipped_step_runs_exactly_the_kernels_of_a_base_step(cls):
     mse(model, x, y).backward()
     with OpLog() as skipped:
         opt.unperturb()
-        opt.base_step()
+        opt.base_step(check_finite=False)  # the finite check is base_step's own (tested elsewhere)
     mse(reference, x, y).backward()
     with OpLog() as base:
         plain.step()
