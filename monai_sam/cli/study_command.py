@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, help="study YAML (see docs/study.md)")
-    source.add_argument("--preset", choices=PRESETS, help="built-in study: quick, busi-cpu or paper")
+    source.add_argument("--preset", choices=PRESETS, help="built-in study: " + ", ".join(PRESETS))
     parser.add_argument("--output", type=Path, required=True, help="output directory (resumes if it exists)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report of --output")
     group = parser.add_argument_group("overrides of the config")

@@ -70,7 +70,7 @@ SHARPNESS_MEASURES: tuple[str, ...] = (
 )
 
 #: Built-in presets (``monai_sam/study/presets/<name>.yaml``).
-PRESETS: tuple[str, ...] = ("quick", "busi-cpu", "paper")
+PRESETS: tuple[str, ...] = ("quick", "busi-cpu", "busi-transfer", "paper")
 
 _TOP_KEYS = {"name", "data", "networks", "optimizers", "folds", "seeds", "train", "evaluation", "sharpness"}
 _TOP_KEYS |= {"analysis", "bundles_dir", "continue_on_error"}

@@ -216,7 +216,9 @@ def test_resume_objects_follow_the_rho_schedule(optimizer, with_rho, phantom_dir
 def test_batchnorm_counts_one_clean_pass_per_iteration(phantom_dir, tmp_path):
     # SAM runs two forward passes per iteration; the bundle's BatchNorm statistics must see only the clean one
     # (validation runs in eval mode and adds nothing).
-    wf = workflow("cnn", ("train",), "train", output_dir=str(tmp_path), image_size=32, max_epochs=2)
+    wf = workflow(
+        "cnn", ("train",), "train", output_dir=str(tmp_path), image_size=32, max_epochs=2, batch_size=8
+    )
     wf.parser["progress"] = False
     wf.parser["dataset_dir"] = str(phantom_dir)
     wf.initialize()
@@ -226,9 +228,10 @@ def test_batchnorm_counts_one_clean_pass_per_iteration(phantom_dir, tmp_path):
     assert trainer.state.iteration == 4 and counts == {4}  # 15 images, batch 8, 2 epochs
 
 
-@pytest.mark.parametrize(("bundle", "network"), [("cnn", "resnet50"), ("vit", "vit_small_conv")])
+@pytest.mark.parametrize(("bundle", "network"), [("cnn", "efficientnet_lite0"), ("vit", "vit_small_conv")])
 def test_default_networks(bundle, network):
-    """The CNN bundle defaults to the paper's ResNet-50, the ViT bundle to a small conv-stem ViT (CPU)."""
+    """The CNN bundle defaults to the ImageNet-pretrained EfficientNet-Lite0, the ViT bundle to a small
+    conv-stem ViT (CPU)."""
     for names, workflow_type in ((("train",), "train"), (("inference",), "infer")):
         assert workflow(bundle, names, workflow_type).parser["network"] == network
 
