@@ -94,6 +94,19 @@ def test_packaged_weights_are_the_default_and_the_head_starts_fresh():
     torch.testing.assert_close(pretrained.backbone.classifier.weight, scratch.backbone.classifier.weight)
 
 
+def test_a_zero_head_trains_the_head_before_the_features():
+    """head_init='zeros': the first update reaches the classifier only; timm's head sends gradient back."""
+    images, labels = torch.rand(4, 1, 64, 64), torch.tensor([0, 1, 2, 0])
+    for head_init, backbone_moves in (("zeros", False), ("timm", True)):
+        net = build_network("efficientnet_lite0", 3, head_init=head_init)
+        assert torch.equal(net.backbone.classifier.weight, torch.zeros(3, 1280)) == (head_init == "zeros")
+        torch.nn.functional.cross_entropy(net(images), labels).backward()
+        assert net.backbone.classifier.weight.grad.abs().sum() > 0
+        assert (net.backbone.conv_stem.weight.grad.abs().sum() > 0) == backbone_moves
+    with pytest.raises(ValueError, match=r"head_init must be 'zeros' or 'timm'"):
+        build_network("efficientnet_lite0", 3, head_init="xavier")
+
+
 def test_pretrained_path_overrides_the_packaged_weights(tmp_path):
     torch.manual_seed(3)
     trained = build_network("efficientnet_lite0", 2, pretrained=False)
