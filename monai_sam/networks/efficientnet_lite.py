@@ -105,7 +105,7 @@ class EfficientNetLite(nn.Module):
         in_channels: 1 for grey images (the stem takes one channel), 3 for RGB.
         drop_rate: dropout before the classifier (0.2 is EfficientNet-Lite0's own).
         drop_path_rate: stochastic depth rate of the blocks.
-        head_init: ``"zeros"`` starts the classifier at zero, so the first updates train the head on the
+        head_init: ``"zeros"`` (default) starts the classifier at zero, so the first updates train the head on the
             pretrained features before any gradient reaches them (fine-tuning with a random head distorts
             pretrained features: Kumar et al., ICLR 2022); ``"timm"`` keeps timm's initialisation, uniform
             in +-1/sqrt(num_classes), whose logits start at several units for a few classes.
@@ -118,7 +118,7 @@ class EfficientNetLite(nn.Module):
         in_channels: int = 1,
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.0,
-        head_init: str = "timm",
+        head_init: str = "zeros",
     ) -> None:
         super().__init__()
         import timm

@@ -82,9 +82,9 @@ def test_the_weights_recognise_a_photograph():
 def test_packaged_weights_are_the_default_and_the_head_starts_fresh():
     assert has_packaged_weights("efficientnet_lite0") and not has_packaged_weights("resnet18")
     torch.manual_seed(0)
-    pretrained = build_network("efficientnet_lite0", 3)
+    pretrained = build_network("efficientnet_lite0", 3, head_init="timm")
     torch.manual_seed(0)
-    scratch = build_network("efficientnet_lite0", 3, pretrained=False)
+    scratch = build_network("efficientnet_lite0", 3, pretrained=False, head_init="timm")
     state = torch.load(packaged_weights_path("efficientnet_lite0"), map_location="cpu", weights_only=True)
     torch.testing.assert_close(
         pretrained.backbone.conv_stem.weight, state["_conv_stem.weight"].sum(1, keepdim=True)
