@@ -105,9 +105,9 @@ class EfficientNetLite(nn.Module):
         in_channels: 1 for grey images (the stem takes one channel), 3 for RGB.
         drop_rate: dropout before the classifier (0.2 is EfficientNet-Lite0's own).
         drop_path_rate: stochastic depth rate of the blocks.
-        head_init: ``"zeros"`` (default) starts the classifier at zero, so the first updates train the head on the
-            pretrained features before any gradient reaches them (fine-tuning with a random head distorts
-            pretrained features: Kumar et al., ICLR 2022); ``"timm"`` keeps timm's initialisation, uniform
+        head_init: ``"zeros"`` (default) starts the classifier at zero, so the first updates train the head
+            on the pretrained features before any gradient reaches them (fine-tuning with a random head
+            distorts pretrained features: Kumar et al., ICLR 2022); ``"timm"`` keeps timm's init, uniform
             in +-1/sqrt(num_classes), whose logits start at several units for a few classes.
     """
 
