@@ -24,12 +24,15 @@ from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    HistogramNormalized,
     MapTransform,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
+    RandGaussianSmoothd,
     RandomizableTransform,
     Resized,
+    ScaleIntensityRangePercentilesd,
     SpatialPadd,
 )
 from scipy.ndimage import gaussian_filter
@@ -243,17 +246,28 @@ class RandDepthAttenuationd(_RandIntensityd):
         return image * torch.exp(-self.attenuation * depth)[:, None]
 
 
+#: Choices of :func:`ultrasound_transforms` (measured across sites in docs/study.md; the defaults come first).
+RESIZE_MODES = ("pad", "squash")
+INTENSITY_MODES = ("none", "percentile", "histogram")
+AUGMENTATIONS = ("standard", "flip", "scanner")
+
+
 def ultrasound_transforms(
     image_size: int | Sequence[int],
     train: bool,
     in_channels: int = 1,
     keys: Sequence[str] = ("image",),
     reader_options: ReadOptions | Mapping[str, Any] | None = None,
+    resize: str = "pad",
+    intensity: str = "none",
+    augmentation: str = "standard",
 ) -> Compose:
     """The standard chain: load, aspect-preserving resize and pad, train-time augmentation, float32.
 
     The longer side is resized to ``image_size`` (anti-aliased) and the shorter one zero-padded
-    symmetrically, so lesion shape (taller-than-wide is a malignancy sign) is never distorted.
+    symmetrically, so lesion shape (taller-than-wide is a malignancy sign) is never distorted. The other
+    choices are the alternatives measured on another hospital's images (docs/study.md, "Preprocessing
+    across sites"); the defaults are what was kept.
 
     Args:
         image_size: output side (int) or (H, W).
@@ -262,34 +276,82 @@ def ultrasound_transforms(
         keys: keys holding image file paths (a ``label`` key passes through unchanged).
         reader_options: DICOM frame, NIfTI slice and ultrasound-region crop
             (:class:`~monai_sam.data.image_reading.ReadOptions`; the bundles' ``reader_options`` knob).
+        resize: ``pad`` (aspect-preserving, zero-padded) or ``squash`` (both sides resized to the size).
+        intensity: ``none`` (the file's [0, 1] intensities), ``percentile`` (each image's 1st-99th
+            percentile stretched to [0, 1]) or ``histogram`` (each image's histogram equalised).
+        augmentation: ``standard`` (left-right flip, small rotation and zoom, gain, contrast, depth
+            attenuation, speckle), ``flip`` (the flip only) or ``scanner`` (stronger gain, contrast,
+            attenuation and speckle ranges plus Gaussian blur, aimed at differences between scanners).
 
     Returns:
         A ``Compose``; items ``{"image": path[, "label": int]}`` become ``{"image": (C, H, W) float32, ...}``.
+
+    Raises:
+        ValueError: a size below 8 pixels or an unknown choice (the message lists the choices).
     """
     size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2 or min(size) < 8:
         raise ValueError(f"image_size must be an int or (H, W) of at least 8 pixels, got {image_size}")
+    for name, value, choices in (
+        ("resize", resize, RESIZE_MODES),
+        ("intensity", intensity, INTENSITY_MODES),
+        ("augmentation", augmentation, AUGMENTATIONS),
+    ):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     keys = list(keys)
-    chain: list[Any] = [
-        LoadUltrasoundImaged(keys, in_channels=in_channels, reader_options=reader_options),
+    chain: list[Any] = [LoadUltrasoundImaged(keys, in_channels=in_channels, reader_options=reader_options)]
+    chain += _resize(keys, size, resize) + _intensity(keys, intensity)
+    if train:
+        chain += _augmentation(keys, augmentation)
+    chain.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32))
+    return Compose(chain)
+
+
+def _resize(keys: list[str], size: tuple[int, ...], mode: str) -> list[Any]:
+    if mode == "squash":
+        return [Resized(keys, spatial_size=size, mode="bilinear", anti_aliasing=True)]
+    return [
         Resized(keys, spatial_size=max(size), size_mode="longest", mode="bilinear", anti_aliasing=True),
         SpatialPadd(keys, spatial_size=size, mode="constant"),
     ]
-    if train:
-        chain += [
-            RandFlipd(keys, prob=0.5, spatial_axis=1),  # left-right only: W is axis 1 of (H, W)
-            RandAffined(
-                keys,
-                prob=0.5,
-                rotate_range=math.radians(10),
-                scale_range=(0.1, 0.1),
-                mode="bilinear",
-                padding_mode="zeros",
-            ),
-            RandGaind(keys, prob=0.5, gain_range=(0.8, 1.25)),
-            RandAdjustContrastd(keys, prob=0.3, gamma=(0.8, 1.25)),
-            RandDepthAttenuationd(keys, prob=0.2, max_attenuation=0.5),
-            RandSpeckleNoised(keys, prob=0.3, std_range=(0.05, 0.2)),
+
+
+def _intensity(keys: list[str], mode: str) -> list[Any]:
+    if mode == "percentile":
+        return [ScaleIntensityRangePercentilesd(keys, lower=1, upper=99, b_min=0.0, b_max=1.0, clip=True)]
+    if mode == "histogram":
+        return [HistogramNormalized(keys, num_bins=256, min=0, max=1)]
+    return []
+
+
+def _augmentation(keys: list[str], mode: str) -> list[Any]:
+    flip = RandFlipd(keys, prob=0.5, spatial_axis=1)  # left-right only: W is axis 1 of (H, W)
+    if mode == "flip":
+        return [flip]
+    affine = RandAffined(
+        keys,
+        prob=0.5,
+        rotate_range=math.radians(10),
+        scale_range=(0.1, 0.1),
+        mode="bilinear",
+        padding_mode="zeros",
+    )
+    if mode == "scanner":
+        return [
+            flip,
+            affine,
+            RandGaind(keys, prob=0.8, gain_range=(0.6, 1.6)),
+            RandAdjustContrastd(keys, prob=0.5, gamma=(0.6, 1.6)),
+            RandDepthAttenuationd(keys, prob=0.3, max_attenuation=0.7),
+            RandSpeckleNoised(keys, prob=0.5, std_range=(0.05, 0.3)),
+            RandGaussianSmoothd(keys, prob=0.3, sigma_x=(0.25, 1.5), sigma_y=(0.25, 1.5)),
         ]
-    chain.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32))
-    return Compose(chain)
+    return [
+        flip,
+        affine,
+        RandGaind(keys, prob=0.5, gain_range=(0.8, 1.25)),
+        RandAdjustContrastd(keys, prob=0.3, gamma=(0.8, 1.25)),
+        RandDepthAttenuationd(keys, prob=0.2, max_attenuation=0.5),
+        RandSpeckleNoised(keys, prob=0.3, std_range=(0.05, 0.2)),
+    ]

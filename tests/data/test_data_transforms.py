@@ -139,3 +139,52 @@ def test_depth_attenuation_darkens_with_depth():
 def test_bad_image_size():
     with pytest.raises(ValueError, match="image_size"):
         ultrasound_transforms(4, train=False)
+
+
+def test_squash_fills_the_square_and_pad_keeps_the_aspect(tmp_path):
+    Image.fromarray(np.full((80, 40), 200, np.uint8)).save(tmp_path / "tall.png")  # portrait, like BUS-BRA
+    item = {"image": str(tmp_path / "tall.png")}
+    squashed = ultrasound_transforms(32, train=False, resize="squash")(item)["image"]
+    padded = ultrasound_transforms(32, train=False)(item)["image"]
+    assert squashed.shape == padded.shape == (1, 32, 32)
+    assert float(squashed.min()) > 0.7  # every column holds image
+    columns = padded[0].mean(dim=0)
+    assert (
+        float(columns[:7].max()) < 0.05 and float(columns[9:23].min()) > 0.7
+    )  # 16 columns of image, centred
+
+
+def test_intensity_modes_stretch_each_image(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(60, 120, (32, 32), dtype=np.uint8)).save(
+        tmp_path / "dull.png"
+    )  # low contrast
+    item = {"image": str(tmp_path / "dull.png")}
+    plain = ultrasound_transforms(32, train=False)(item)["image"]
+    stretched = ultrasound_transforms(32, train=False, intensity="percentile")(item)["image"]
+    equalised = ultrasound_transforms(32, train=False, intensity="histogram")(item)["image"]
+    assert float(plain.max()) < 0.5
+    assert float(stretched.min()) == 0.0 and float(stretched.max()) == 1.0
+    np.testing.assert_allclose(np.quantile(stretched.numpy(), [0.01, 0.99]), [0.0, 1.0], atol=0.02)
+    assert abs(float(equalised.mean()) - 0.5) < 0.05 and float(equalised.max()) == pytest.approx(1.0)
+
+
+def test_augmentation_choices(tmp_path):
+    names = {
+        mode: [type(t).__name__ for t in ultrasound_transforms(32, train=True, augmentation=mode).transforms]
+        for mode in ("standard", "flip", "scanner")
+    }
+    assert names["flip"] == ["LoadUltrasoundImaged", "Resized", "SpatialPadd", "RandFlipd", "EnsureTyped"]
+    assert "RandGaussianSmoothd" in names["scanner"] and "RandGaussianSmoothd" not in names["standard"]
+    assert names["standard"][3:5] == ["RandFlipd", "RandAffined"]
+    assert ultrasound_transforms(32, train=False, augmentation="scanner").transforms[
+        -1
+    ].__class__.__name__ == ("EnsureTyped")  # evaluation never augments
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("resize", "crop"), ("intensity", "zscore"), ("augmentation", "x")]
+)
+def test_unknown_choices_are_named(key, value):
+    with pytest.raises(ValueError, match=rf"{key} must be one of"):
+        ultrasound_transforms(32, train=False, **{key: value})
