@@ -123,3 +123,22 @@ def test_bench_memory_calibrates_and_reports_one_buffer_for_sam():
     for method in ("sam", "asam", "ssam", "msam"):
         assert rows[method][0] == pytest.approx(1.0, abs=0.05), method
     assert rows["sam (interval=5)"][2] == pytest.approx(0.0, abs=0.05)
+
+
+def test_site_preprocessing_benchmark_runs_on_a_synthetic_second_site(tmp_path):
+    """One variant, one fold, one epoch on the phantom, scored on the phantom redisplayed as another site."""
+    from monai_sam.data import make_phantom_dataset, make_site_phantom
+
+    busi = tmp_path / "busi"
+    make_phantom_dataset(busi, num_per_class=15, image_size=48, seed=0)
+    site = make_site_phantom(tmp_path / "site", num_per_class=6, image_size=48)
+    out = tmp_path / "rows.json"
+    args = ["--busi", str(busi), "--busbra", str(site), "--busbra-csv", "site.csv", "--folds", "0"]
+    args += ["--variants", "standard", "flip", "--epochs", "1", "--image-size", "32", "--json", str(out)]
+    stdout = run_script("benchmarks/bench_site_preprocessing.py", *args)
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == ["standard", "flip"]
+    for row in rows:
+        for key in ("internal_macro_auc", "external_auc_pad", "external_auc_squash"):
+            assert 0.0 <= row[key] <= 1.0
+    assert "BUS-BRA AUC (squash)" in stdout and stdout.count("\nflip ") == 1
