@@ -228,10 +228,10 @@ def test_batchnorm_counts_one_clean_pass_per_iteration(phantom_dir, tmp_path):
     assert trainer.state.iteration == 4 and counts == {4}  # 15 images, batch 8, 2 epochs
 
 
-@pytest.mark.parametrize(("bundle", "network"), [("cnn", "efficientnet_lite0"), ("vit", "vit_small_conv")])
+@pytest.mark.parametrize(("bundle", "network"), [("cnn", "efficientnet_lite0"), ("vit", "vit_hybrid_lite0")])
 def test_default_networks(bundle, network):
-    """The CNN bundle defaults to the ImageNet-pretrained EfficientNet-Lite0, the ViT bundle to a small
-    conv-stem ViT (CPU)."""
+    """The CNN bundle defaults to the ImageNet-pretrained EfficientNet-Lite0, the ViT bundle to the
+    hybrid ViT on its pretrained features."""
     for names, workflow_type in ((("train",), "train"), (("inference",), "infer")):
         assert workflow(bundle, names, workflow_type).parser["network"] == network
 

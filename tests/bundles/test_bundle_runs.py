@@ -48,7 +48,7 @@ def test_train_cnn_bundle(trained_cnn):
 
 def test_train_vit_bundle_default_network(tmp_path, phantom_dir):
     proc = run_cli(train_args("vit", tmp_path, phantom_dir), cwd=tmp_path)
-    _check_training_outputs(tmp_path, "vit_small_conv", "sam")
+    _check_training_outputs(tmp_path, "vit_hybrid_lite0", "sam")
     assert "sharpness" in proc.stdout  # the SAM output keys reach StatsHandler
 
 
@@ -75,7 +75,7 @@ def test_train_with_amp_on_cpu(tmp_path, phantom_dir):
     # amp alone does nothing on a CPU (MONAI's meaning); the iteration's opt-in autocasts to bfloat16 there.
     args = ["--amp", "True", "--train#iteration#cpu_autocast_dtype", "bfloat16"]
     proc = run_cli(train_args("vit", tmp_path, phantom_dir, *args), cwd=tmp_path)
-    metrics = _check_training_outputs(tmp_path, "vit_small_conv", "sam")
+    metrics = _check_training_outputs(tmp_path, "vit_hybrid_lite0", "sam")
     assert metrics["final"]["val_n"] == 3
     assert all(torch.isfinite(t).all() for t in torch.load(tmp_path / "model.pt", weights_only=True).values())
     assert "loss: nan" not in proc.stdout + proc.stderr
