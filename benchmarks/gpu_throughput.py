@@ -39,7 +39,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.networks import nets
 
-from monai_sam.bundle.reports import write_json
+from monai_sam.json_files import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # one table of modes, shared with bench_epoch.py
 from bench_epoch import MODES, ForwardCounter, build_trainer

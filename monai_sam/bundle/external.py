@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_sam.bundle.plots import plot_binary_roc, plot_reliability
 from monai_sam.bundle.prediction import predict_probabilities
-from monai_sam.bundle.reports import write_json
 from monai_sam.data.external import ExternalSet, load_external_sets
+from monai_sam.json_files import write_json
 from monai_sam.metrics import (
     SCORE_RULES,
     binary_score,
@@ -37,6 +36,7 @@ from monai_sam.metrics import (
     roc_auc_binary,
     youden_operating_point,
 )
+from monai_sam.visualize import plot_binary_roc, plot_reliability
 
 __all__ = ["ExternalEvaluation", "evaluate_external_set", "mapped_scores", "score_definition"]
 

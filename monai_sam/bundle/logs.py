@@ -1,19 +1,18 @@
-"""Logging helpers of the bundles: a log file in the run directory, loss scalars, a progress bar."""
+"""The log file of a bundle run: records to ``<output_dir>/train.log``, closed again in ``finalize``.
+
+``training_scalars`` and ``EpochProgressBar`` moved to :mod:`monai_sam.handlers`; they are re-exported here so
+that configs users copied, which name ``monai_sam.bundle.logs.<name>``, still resolve.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-from ignite.engine import Engine, Events
-from ignite.handlers import ProgressBar
-
-from monai_sam.handlers.sharpness_stats import explain_negative_sharpness
+from monai_sam.handlers.output_transforms import training_scalars
+from monai_sam.handlers.progress_bar import EpochProgressBar
 
 __all__ = ["EpochProgressBar", "add_file_log", "remove_file_logs", "suppressed_message", "training_scalars"]
 
@@ -118,52 +117,3 @@ def remove_file_logs(path: str | os.PathLike) -> int:
                 handler.close()
                 closed.add(id(handler))
     return len(closed)
-
-
-def training_scalars(
-    output: Any, keys: Sequence[str] = ("loss", "loss_perturbed", "sharpness")
-) -> dict[str, float]:
-    """``output_transform`` for StatsHandler/TensorBoardStatsHandler: the finite losses of an iteration.
-
-    Reads the first item of MONAI's decollated output (a list of dicts) or a dict; keys that are absent
-    or not finite (``sharpness`` of a plain optimizer is NaN) are left out. The first negative
-    ``sharpness`` of the process also logs why it can be negative
-    (:func:`~monai_sam.handlers.explain_negative_sharpness`).
-    """
-    item = output[0] if isinstance(output, (list, tuple)) else output
-    scalars = {}
-    for key in keys:
-        value = item.get(key) if isinstance(item, dict) else None
-        if value is None:
-            continue
-        value = float(value)
-        if math.isfinite(value):
-            scalars[key] = value
-    explain_negative_sharpness(scalars.get("sharpness", math.nan))  # once, next to the first such line
-    return scalars
-
-
-def _shown_value(output: Any, key: str) -> dict[str, float]:
-    """The progress bar's postfix: ``{key: value}`` of the current iteration (NaN when absent)."""
-    return {key: training_scalars(output, (key,)).get(key, float("nan"))}
-
-
-class EpochProgressBar:
-    """An ignite progress bar (tqdm) over each epoch's iterations, showing the running loss.
-
-    Args:
-        desc: label in front of the bar (e.g. ``"train"``).
-        output_key: key of the decollated output to show, or None for no value.
-        persist: keep finished bars on screen.
-    """
-
-    def __init__(self, desc: str = "train", output_key: str | None = "loss", persist: bool = False) -> None:
-        self.desc = desc
-        self.output_key = output_key
-        self.persist = persist
-
-    def attach(self, engine: Engine) -> None:
-        """Attach a fresh :class:`ignite.handlers.ProgressBar` to ``engine``."""
-        transform = None if self.output_key is None else functools.partial(_shown_value, key=self.output_key)
-        bar = ProgressBar(persist=self.persist, desc=self.desc)
-        bar.attach(engine, output_transform=transform, event_name=Events.ITERATION_COMPLETED)

@@ -1,6 +1,8 @@
-"""The end of a bundle run: the test evaluation after training and a short summary on stdout.
+"""The end of a bundle run: a short summary on stdout, and the run settings for MLflow.
 
 The summary says where every output went and gives the key metrics (for inference, the class counts).
+``TestAfterTraining`` moved to :mod:`monai_sam.handlers`; it is re-exported here so that configs users
+copied, which name ``monai_sam.bundle.summary.TestAfterTraining``, still resolve.
 """
 
 from __future__ import annotations
@@ -8,22 +10,18 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import torch
-from ignite.engine import Engine, Events
-
-from monai_sam.bundle.checkpoint import load_network_checkpoint
+from monai_sam.handlers.evaluation_after_training import TestAfterTraining
 
 __all__ = [
     "TestAfterTraining",
     "evaluation_summary",
     "inference_summary",
     "print_summary",
+    "track_settings",
     "training_summary",
 ]
 
@@ -124,7 +122,7 @@ def inference_summary(predictions_csv: str | os.PathLike, class_names: Sequence[
     """Print where the predictions went and how many images each class received.
 
     Args:
-        predictions_csv: the predictions CSV of :class:`~monai_sam.bundle.PredictionWriter`.
+        predictions_csv: the predictions CSV of :class:`~monai_sam.handlers.PredictionWriter`.
         class_names: the class names (classes without images show 0).
     """
     path = os.fspath(predictions_csv)
@@ -133,55 +131,6 @@ def inference_summary(predictions_csv: str | os.PathLike, class_names: Sequence[
     metrics: dict[str, Any] = {"images": sum(counts.values())}
     metrics.update({f"predicted {name}": counts.get(name, 0) for name in class_names})
     return print_summary("inference finished", [(path, "one row per image")], metrics)
-
-
-class TestAfterTraining:
-    """Trainer handler: when training completes, evaluate the best checkpoint on the test split.
-
-    The evaluator must have its own network (a copy: the trained network is left as it is); the checkpoint
-    is loaded into it first, and the random streams (Python, numpy, torch CPU) are left as they were.
-    Nothing runs under torchrun (use ``evaluate.yaml``), when ``enabled`` is false, the test split is empty
-    or the checkpoint does not exist (a run stopped before its first validation).
-
-    Args:
-        evaluator: the test evaluator (its handlers write the metrics, predictions and plots).
-        ckpt_path: the checkpoint to evaluate (``model.pt``).
-        enabled: the ``test_at_end`` knob.
-    """
-
-    __test__ = False  # not a pytest class
-
-    def __init__(self, evaluator: Engine, ckpt_path: str | os.PathLike, enabled: bool = True) -> None:
-        self.evaluator = evaluator
-        self.ckpt_path = os.fspath(ckpt_path)
-        self.enabled = bool(enabled)
-
-    def attach(self, engine: Engine) -> None:
-        """Run on ``engine``'s COMPLETED event."""
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def __call__(self, engine: Engine | None = None) -> bool:
-        """Evaluate; returns whether the evaluation ran."""
-        loader = self.evaluator.data_loader
-        if not self.enabled or not os.path.isfile(self.ckpt_path) or len(loader.dataset) == 0:
-            return False
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # the metrics gather across ranks, and the test evaluation runs on rank 0 only: skip it under
-            # torchrun (evaluate.yaml evaluates the split afterwards)
-            print(
-                "test_at_end skipped in a torchrun run: evaluate model.pt with configs/evaluate.yaml",
-                flush=True,
-            )
-            return False
-        load_network_checkpoint(self.evaluator.network, self.ckpt_path)
-        # the evaluation must not move the random streams: a checkpoint saved after it (checkpoint_final.pt
-        # of a run ended by stop_epoch) would resume differently (a DataLoader draws its seed from torch)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            self.evaluator.run()
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        return True
 
 
 def track_settings(handlers: Sequence[Any], settings: Mapping[str, Any]) -> int:

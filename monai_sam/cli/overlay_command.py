@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monai_sam.bundle.overlay import (
+from monai_sam.cli.overlay_config import (
     BundleTraining,
     build_overlay,
     find_training,

@@ -1,5 +1,6 @@
-"""Classification networks by name, and local pretrained-weight loading (ImageNet stems on grey input)."""
+"""Classification networks by name, local pretrained weights (ImageNet, grey input), trained checkpoints."""
 
+from monai_sam.networks.checkpoint import load_network_checkpoint
 from monai_sam.networks.efficientnet_lite import EfficientNetLite, packaged_weights_path
 from monai_sam.networks.factory import (
     NetworkSpec,
@@ -26,6 +27,7 @@ __all__ = [
     "build_network",
     "convolutional_tokenizer",
     "has_packaged_weights",
+    "load_network_checkpoint",
     "load_pretrained_weights",
     "network_spec",
     "packaged_weights_path",

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from monai_sam.bundle.reports import write_json
+from monai_sam.json_files import write_json
 from monai_sam.study.claims import RunClaims
 from monai_sam.study.config import StudyConfig
 from monai_sam.study.grid import RunSpec, expand_grid

@@ -1,4 +1,4 @@
-"""The end of a bundle run: plots, summaries, the test evaluation after training, MLflow tracking."""
+"""The end of a bundle run: figures, summaries, the test evaluation after training, MLflow tracking."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from bundle_cli import run_cli, train_args
 
-from monai_sam.bundle import inference_summary, plot_confusion_matrix, plot_roc_curves, plot_training_curves
+from monai_sam.bundle import inference_summary
 from monai_sam.metrics import roc_auc_binary, roc_curve
 
 
@@ -18,19 +18,6 @@ def test_roc_curve_area_is_the_auc_with_ties():
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and np.isinf(thresholds[0])
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
     assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_binary(y, scores), abs=1e-12)
-
-
-def test_plots_write_pngs(tmp_path):
-    labels = np.array([0, 1, 2, 0, 1, 2])
-    probs = np.eye(3)[[0, 1, 1, 0, 2, 2]] * 0.8 + 0.2 / 3
-    names = ["benign", "malignant", "normal"]
-    history = [{"epoch": 1, "loss": 1.0, "loss_perturbed": 1.2, "metric": 0.6}, {"epoch": 2, "loss": 0.8}]
-    for path in (
-        plot_roc_curves(labels, probs, names, tmp_path / "roc.png"),
-        plot_confusion_matrix(labels, probs, names, tmp_path / "confusion.png"),
-        plot_training_curves(history, tmp_path / "curves.png"),
-    ):
-        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_inference_summary_counts_classes(tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 from bundle_cli import run_cli, train_args
 from ignite.engine import Engine
 
-from monai_sam.bundle import ResumeHandler
+from monai_sam.handlers import ResumeHandler
 from monai_sam.networks import build_network
 
 pytestmark = pytest.mark.slow

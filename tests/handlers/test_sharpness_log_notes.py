@@ -7,8 +7,7 @@ import logging
 import pytest
 import torch
 
-from monai_sam.bundle import training_scalars
-from monai_sam.handlers import sharpness_output_transform
+from monai_sam.handlers import sharpness_output_transform, training_scalars
 from monai_sam.handlers import sharpness_stats as stats
 
 NOTE = "sharpness = loss_perturbed - loss is negative"

@@ -1,4 +1,4 @@
-"""monai_sam.bundle.overlay: locating the trainer, optimizer and run id on both zoo layouts, the overlay's
+"""monai_sam.cli.overlay_config: locating the trainer, optimizer and run id on both zoo layouts, the overlay's
 effect, every registered method through it (trains, or refused when written)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_sam.bundle import overlay as ov
+from monai_sam.cli import overlay_config as ov
 from monai_sam.optimizers import SAM, available_optimizers, wrap_optimizer
 
 NET = {"_target_": "torch.nn.Linear", "in_features": 3, "out_features": 2}
