@@ -52,7 +52,7 @@ def chain(image_size: int, train: bool, choices: dict[str, str]) -> str:
 
 
 def train_fold(bundle: Path, split_file: Path, work: Path, knobs: dict, choices: dict[str, str]):
-    """Train one fold through the bundle's train.yaml; returns the network (final weights) and the split."""
+    """Train one fold through the bundle's train.json; returns the network (final weights) and the split."""
     from monai.bundle import ConfigWorkflow
 
     size = int(knobs["image_size"])
@@ -66,7 +66,7 @@ def train_fold(bundle: Path, split_file: Path, work: Path, knobs: dict, choices:
         "validate#preprocessing": chain(size, False, choices),
     }
     workflow = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "train.yaml"),
+        config_file=str(bundle / "configs" / "train.json"),
         workflow_type="train",
         logging_file=False,
         **overrides,
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from monai_sam.metrics import binary_score, classification_metrics, roc_auc_binary
 
     bundle = Path(__file__).resolve().parents[1] / "bundles" / "breast_us_cnn"
-    knobs = {"image_size": args.image_size, "max_epochs": args.epochs, "optimizer": "adamw", "seed": 0}
+    knobs = {"image_size": args.image_size, "max_epochs": args.epochs, "sam_optimizer": "adamw", "seed": 0}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         make_splits(args.busi, num_folds=5, seed=0, out_dir=Path(tmp) / "splits")  # the studies' folds

@@ -5,8 +5,9 @@
 ``monai_sam.bundle.logs``: the run's log file; ``monai_sam.bundle.summary``: the end-of-run summaries and the
 settings for MLflow; ``monai_sam.bundle.external``: external test sets in the evaluate config;
 ``monai_sam.bundle.prediction``: class probabilities of a list of images through the evaluation transforms;
-``monai_sam.bundle.user_errors`` (imported by the configs, not here): a failure caused by the input or
-settings ends with its cause on the last line.
+``monai_sam.bundle.knobs``: renamed knobs on the command line stop the run with the new name;
+``monai_sam.bundle.user_errors`` (imported by the configs, not here; ``initialize`` installs its hook): a
+failure caused by the input or settings ends with its cause on the last line.
 
 The Ignite handlers and metrics the configs attach live in :mod:`monai_sam.handlers`, the figures in
 :mod:`monai_sam.visualize`, checkpoint loading in :mod:`monai_sam.networks.checkpoint`, and the overlay of
@@ -20,6 +21,7 @@ from typing import Any
 
 from monai_sam.bundle.external import ExternalEvaluation
 from monai_sam.bundle.inputs import bundle_datalist, default_class_names, image_folder_datalist, select_split
+from monai_sam.bundle.knobs import reject_renamed_knobs
 from monai_sam.bundle.logs import add_file_log, remove_file_logs
 from monai_sam.bundle.prediction import predict_probabilities
 from monai_sam.bundle.summary import (
@@ -52,6 +54,7 @@ __all__ = [
     "predict_probabilities",
     "print_summary",
     "rank_handlers",
+    "reject_renamed_knobs",
     "remove_file_logs",
     "select_split",
     "track_settings",

@@ -1,4 +1,4 @@
-"""External validation in ``evaluate.yaml``: the trained network on other hospitals' images.
+"""External validation in ``evaluate.json``: the trained network on other hospitals' images.
 
 :class:`ExternalEvaluation` runs after the internal evaluation, with the same network and the same
 validation preprocessing, on every set of the ``external`` knob (declarations of

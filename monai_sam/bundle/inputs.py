@@ -94,7 +94,7 @@ def image_folder_datalist(
     """
     root = Path(input_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"input_dir {os.fspath(input_dir)!r} is not a directory")
+        raise FileNotFoundError(f"dataset_dir {os.fspath(input_dir)!r} is not a directory")
     files = sorted(
         p
         for p in root.rglob("*")
@@ -110,7 +110,7 @@ def image_folder_datalist(
             usable.append(path)
     if not usable:
         raise ValueError(
-            f"input_dir {os.fspath(input_dir)!r} holds no image that can be read "
+            f"dataset_dir {os.fspath(input_dir)!r} holds no image that can be read "
             "(.png, .jpg, .bmp, .tif, .dcm, .nii)"
         )
     return [{"image": str(p.resolve())} for p in usable]

@@ -1,7 +1,7 @@
 """Class probabilities of a network on a list of images, through the bundle's evaluation transforms.
 
 One loop serves every evaluation outside an Ignite evaluator: the study's training/test metrics and the
-external test sets of ``evaluate.yaml`` and the study. It does what the bundles' evaluators do: eval mode,
+external test sets of ``evaluate.json`` and the study. It does what the bundles' evaluators do: eval mode,
 no gradients, the given (validation) preprocessing, a softmax over the network output, and autocast
 only where MONAI's ``SupervisedEvaluator`` applies it (``amp`` on a CUDA device).
 """

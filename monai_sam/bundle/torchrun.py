@@ -59,9 +59,9 @@ def init_distributed(backend: str | None = None) -> torch.device:
     if not dist.is_initialized():
         if "WORLD_SIZE" not in os.environ:
             raise RuntimeError(
-                "multi_gpu_train.yaml must be launched with torchrun, e.g. torchrun --standalone "
-                "--nproc_per_node=2 -m monai.bundle run --config_file \"['configs/train.yaml',"
-                "'configs/multi_gpu_train.yaml']\""
+                "multi_gpu_train.json must be launched with torchrun, e.g. torchrun --standalone "
+                "--nproc_per_node=2 -m monai.bundle run --config_file \"['configs/train.json',"
+                "'configs/multi_gpu_train.json']\""
             )
         dist.init_process_group(backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"))
     if torch.cuda.is_available():

@@ -2,9 +2,13 @@
 
 MONAI wraps every error raised while a config is instantiated or evaluated in a ``RuntimeError`` ("Failed to
 instantiate component ..." / "Failed to evaluate ..."), so Python's traceback ends with MONAI's wrapper and
-the message that names the knob or file sits many lines above it. Importing this module (the bundles'
-configs do, in ``imports``) installs a :data:`sys.excepthook` that, for a *user error*, prints a short
-report whose last line is that message; every other error keeps Python's full traceback.
+the message that names the knob or file sits many lines above it. :func:`install_excepthook` (the bundles'
+configs call it first in ``initialize``) installs a :data:`sys.excepthook` that, for a *user error*, prints
+a short report whose last line is that message; every other error keeps Python's full traceback.
+
+Importing the module changes nothing. A config written for older versions, which only imported it, gets
+Python's plain traceback; add ``"$monai_sam.bundle.user_errors.install_excepthook()"`` to its
+``initialize`` for the short report.
 
 A user error is the outermost exception of the chain that is a ``ValueError``, ``KeyError`` or ``OSError``
 (``FileNotFoundError``, ``NotADirectoryError``...) raised by monai-sam's own code (our input checks) or by
@@ -134,6 +138,3 @@ def install_excepthook() -> None:
     if sys.excepthook is not excepthook:
         _previous_hook = sys.excepthook
         sys.excepthook = excepthook
-
-
-install_excepthook()

@@ -19,7 +19,7 @@ class TestAfterTraining:
 
     The evaluator must have its own network (a copy: the trained network is left as it is); the checkpoint
     is loaded into it first, and the random streams (Python, numpy, torch CPU) are left as they were.
-    Nothing runs under torchrun (use ``evaluate.yaml``), when ``enabled`` is false, the test split is empty
+    Nothing runs under torchrun (use ``evaluate.json``), when ``enabled`` is false, the test split is empty
     or the checkpoint does not exist (a run stopped before its first validation).
 
     Args:
@@ -46,9 +46,9 @@ class TestAfterTraining:
             return False
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # the metrics gather across ranks, and the test evaluation runs on rank 0 only: skip it under
-            # torchrun (evaluate.yaml evaluates the split afterwards)
+            # torchrun (evaluate.json evaluates the split afterwards)
             print(
-                "test_at_end skipped in a torchrun run: evaluate model.pt with configs/evaluate.yaml",
+                "test_at_end skipped in a torchrun run: evaluate model.pt with configs/evaluate.json",
                 flush=True,
             )
             return False

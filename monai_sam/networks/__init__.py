@@ -1,6 +1,6 @@
 """Classification networks by name, local pretrained weights (ImageNet, grey input), trained checkpoints."""
 
-from monai_sam.networks.checkpoint import load_network_checkpoint
+from monai_sam.networks.checkpoint import load_network_checkpoint, verify_checkpoint
 from monai_sam.networks.efficientnet_lite import EfficientNetLite, packaged_weights_path
 from monai_sam.networks.factory import (
     NetworkSpec,
@@ -32,4 +32,5 @@ __all__ = [
     "network_spec",
     "packaged_weights_path",
     "read_state_dict",
+    "verify_checkpoint",
 ]

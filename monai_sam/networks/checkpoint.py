@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 from torch import nn
 
 from monai_sam.networks.pretrained import load_pretrained_weights
 
-__all__ = ["load_network_checkpoint"]
+__all__ = ["load_network_checkpoint", "verify_checkpoint"]
 
 
 def load_network_checkpoint(network: nn.Module, ckpt_path: str | os.PathLike) -> nn.Module:
@@ -33,8 +34,8 @@ def load_network_checkpoint(network: nn.Module, ckpt_path: str | os.PathLike) ->
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"ckpt_path {path!r} does not exist: train first (configs/train.yaml writes output_dir/model.pt) "
-            "or pass --ckpt_path"
+            f"ckpt_path {path!r} does not exist: train first (configs/train.json writes ckpt_dir/model.pt), "
+            "pass --ckpt_path, or run from the bundle's folder (or give --bundle_root)"
         )
     try:
         load_pretrained_weights(network, path, strict=True)
@@ -44,3 +45,21 @@ def load_network_checkpoint(network: nn.Module, ckpt_path: str | os.PathLike) ->
             "num_classes, image_size and in_channels."
         ) from err
     return network
+
+
+def verify_checkpoint(network: nn.Module, ckpt_path: str | os.PathLike) -> None:
+    """Check that ``ckpt_path`` exists and fits ``network`` before MONAI's ``CheckpointLoader`` loads it.
+
+    ``CheckpointLoader`` fails inside torch (a missing file, a state-dict mismatch) with a long traceback;
+    this check names the file or the mismatched tensor and the knobs to fix. ``network`` itself is left
+    untouched: the weights go into a copy.
+
+    Args:
+        network: the network built with the evaluation/inference settings (not wrapped in DDP).
+        ckpt_path: the checkpoint file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the checkpoint does not match ``network`` (see :func:`load_network_checkpoint`).
+    """
+    load_network_checkpoint(copy.deepcopy(network), ckpt_path)

@@ -9,7 +9,7 @@ In Python::
     run_study(config, "runs/busi")  # resumable: rerun to continue
     write_report("runs/busi")
 
-Training goes through the bundles' ``configs/train.yaml`` (see :mod:`monai_sam.study.training`).
+Training goes through the bundles' ``configs/train.json`` (see :mod:`monai_sam.study.training`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""The real run function of a study: train through a bundle's ``train.yaml``, then evaluate and measure.
+"""The real run function of a study: train through a bundle's ``train.json``, then evaluate and measure.
 
 One training code path: every run builds ``monai.bundle.ConfigWorkflow(config_file=<bundle>/configs/
-train.yaml, workflow_type="train", **knobs)`` with the bundle's documented knobs (``dataset_dir``,
-``datalist``, ``output_dir``, ``optimizer``, ``rho``, ``lr``, ``max_epochs``, ``batch_size``,
-``image_size``, ``num_classes``, ``network``, ``pretrained_path``, ``amp``, ``seed``), so a study run
+train.json, workflow_type="train", **knobs)`` with the bundle's documented knobs (``dataset_dir``,
+``datalist``, ``output_dir``, ``sam_optimizer``, ``sam_rho``, ``lr``, ``max_epochs``, ``batch_size``,
+``image_size``, ``num_classes``, ``network_name``, ``pretrained_path``, ``amp``, ``seed``), so a study run
 trains exactly as ``python -m monai.bundle run`` would. Per-method hyperparameters other than ``rho``
 (GSAM ``alpha``, WSAM ``gamma``, ``interval``...) are passed as overrides of the optimizer component
-(``optim#<key>``); ``start_fraction`` (late-phase mode) becomes the ``sam_start_fraction`` knob.
+(``optimizer#<key>``); ``start_fraction`` (late-phase mode) becomes the ``sam_start_fraction`` knob.
 
 Evaluation reuses the bundle's components instead of a second workflow: the trained ``network_def``
 (with the best-validation checkpoint loaded, or the last weights) and the bundle's validation
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from monai_sam.bundle.external import evaluate_external_set
+from monai_sam.bundle.knobs import reject_renamed_overrides
 from monai_sam.bundle.logs import remove_file_logs, suppressed_message
 from monai_sam.bundle.prediction import predict_probabilities
 from monai_sam.metrics import classification_metrics
@@ -55,7 +56,7 @@ def default_bundles_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "bundles"
 
 
-def bundle_config_file(bundle: str, bundles_dir: str | Path | None, name: str = "train.yaml") -> Path:
+def bundle_config_file(bundle: str, bundles_dir: str | Path | None, name: str = "train.json") -> Path:
     """Path of ``configs/<name>`` of ``bundle`` (a name under ``bundles_dir`` or a bundle directory).
 
     Raises:
@@ -181,13 +182,13 @@ class BundleRunFunction:
             "dataset_dir": str(self.data.dataset_dir),
             "datalist": str(self.data.split_file(spec.repeat, spec.fold)),
             "output_dir": str(work_dir),
-            "optimizer": spec.optimizer.name,
+            "sam_optimizer": spec.optimizer.name,
             "lr": float(train["lr"]),
             "max_epochs": int(train["max_epochs"]),
             "batch_size": int(train["batch_size"]),
             "image_size": int(train["image_size"]),
             "num_classes": int(self.config.data["num_classes"]),
-            "network": spec.network.name,
+            "network_name": spec.network.name,
             "amp": bool(train["amp"]),
             "num_workers": int(train["num_workers"]),
             "seed": int(spec.seed),
@@ -197,13 +198,15 @@ class BundleRunFunction:
         if self.config.data.get("reader_options") is not None:
             knobs["reader_options"] = dict(self.config.data["reader_options"])
         if spec.optimizer.rho is not None:
-            knobs["rho"] = float(spec.optimizer.rho)
+            knobs["sam_rho"] = float(spec.optimizer.rho)
         pretrained = (train.get("pretrained") or {}).get(spec.network.name)
         if pretrained:
             knobs["pretrained_path"] = str(pretrained)
         for key, value in spec.optimizer.kwargs.items():
-            knobs[ITERATION_KNOBS.get(key, f"optim#{key}")] = value
-        knobs.update(train.get("overrides") or {})
+            knobs[ITERATION_KNOBS.get(key, f"optimizer#{key}")] = value
+        overrides = dict(train.get("overrides") or {})
+        reject_renamed_overrides(overrides)  # a study config written for the old knob names
+        knobs.update(overrides)
         return knobs
 
     def __call__(self, spec: RunSpec) -> dict[str, Any]:

@@ -23,7 +23,7 @@ TINY = ["--image_size", "32", "--batch_size", "8", "--max_epochs", "1", "--progr
 
 def config(bundle: str, *names: str) -> str:
     """The ``--config_file`` value for one or more configs of a bundle (a list literal for several)."""
-    paths = [str(BUNDLES[bundle] / "configs" / f"{name}.yaml") for name in names]
+    paths = [str(BUNDLES[bundle] / "configs" / f"{name}.json") for name in names]
     return paths[0] if len(paths) == 1 else repr(paths)
 
 
@@ -52,12 +52,12 @@ def run_cli(
 
 
 #: the CNN bundle's smaller network: tests train it instead of the default ResNet-50 to save time
-CNN_NET = ["--network", "resnet18"]
+CNN_NET = ["--network_name", "resnet18"]
 
 
 def train_args(bundle: str, output_dir: Path, dataset_dir: Path, *extra: str) -> list[str]:
     """Arguments of a tiny training run of ``bundle`` (ResNet-18 for the CNN bundle unless ``extra`` says)."""
-    net = CNN_NET if bundle == "cnn" and "--network" not in extra else []
+    net = CNN_NET if bundle == "cnn" and "--network_name" not in extra else []
     return [
         "run",
         "--config_file",

@@ -31,7 +31,7 @@ def test_image_folder_datalist(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     items = image_folder_datalist(tmp_path)  # broken.png: skipped with a logged warning
     assert [i["image"] for i in items] == [str(tmp_path / "b.png"), str(tmp_path / "sub" / "a.jpg")]
-    with pytest.raises(FileNotFoundError, match=r"input_dir .* is not a directory"):
+    with pytest.raises(FileNotFoundError, match=r"dataset_dir .* is not a directory"):
         image_folder_datalist(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no image"):

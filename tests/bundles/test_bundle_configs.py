@@ -15,19 +15,19 @@ from monai_sam.networks import build_network
 
 BUNDLE_NAMES = sorted(BUNDLES)
 
-#: Knobs every bundle must expose at the top level of train.yaml (the study overrides them by name).
+#: Knobs every bundle must expose at the top level of train.json (the study overrides them by name).
 KNOBS = (
     "dataset_dir",
     "datalist",
     "output_dir",
-    "optimizer",
-    "rho",
+    "sam_optimizer",
+    "sam_rho",
     "lr",
     "max_epochs",
     "batch_size",
     "image_size",
     "num_classes",
-    "network",
+    "network_name",
     "pretrained_path",
     "amp",
     "seed",
@@ -48,14 +48,21 @@ STABLE_IDS = (
     "validate#evaluator",
     "train#dataset",
     "validate#dataset",
-    "optim",
+    "network",
+    "optimizer",
+    "lr_scheduler",
+    "initialize",
+    "run",
+    "finalize",
+    "bundle_root",
+    "ckpt_dir",
 )
-STABLE_IDS += ("lr_scheduler", "datalist_dict", "class_names")
+STABLE_IDS += ("datalist_dict", "class_names")
 
 
 def workflow(bundle: str, names: tuple[str, ...], workflow_type: str, **overrides) -> ConfigWorkflow:
     """A ConfigWorkflow over ``names`` of ``bundle`` with ``overrides``."""
-    files = [str(BUNDLES[bundle] / "configs" / f"{n}.yaml") for n in names]
+    files = [str(BUNDLES[bundle] / "configs" / f"{n}.json") for n in names]
     return ConfigWorkflow(
         config_file=files if len(files) > 1 else files[0],
         meta_file=str(BUNDLES[bundle] / "configs" / "metadata.json"),
@@ -65,17 +72,7 @@ def workflow(bundle: str, names: tuple[str, ...], workflow_type: str, **override
     )
 
 
-@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
-def test_metadata_matches_schema(bundle):
-    meta = json.loads((BUNDLES[bundle] / "configs" / "metadata.json").read_text())
-    jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
-    assert meta["schema"].endswith("meta_schema_20240725.json")
-    assert "monai-sam" in meta["required_packages_version"]
-    fmt = meta["network_data_format"]
-    assert fmt["inputs"]["image"]["num_channels"] == 1
-    assert fmt["outputs"]["pred"]["num_channels"] == 3
-
-
+# the metadata of both bundles is checked against the schema in test_bundle_zoo_checks.py
 def test_schema_rejects_missing_required_key():
     meta = json.loads((BUNDLES["cnn"] / "configs" / "metadata.json").read_text())
     del meta["required_packages_version"]
@@ -104,14 +101,16 @@ def test_verify_metadata_cli_offline(bundle, tmp_path):
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
 @pytest.mark.parametrize(
     ("names", "workflow_type"),
-    [(("train",), "train"), (("train", "evaluate"), "eval"), (("inference",), "infer")],
+    # evaluate overrides train's validation, so the pair is a train workflow (as in the zoo's tests)
+    [(("train",), "train"), (("train", "evaluate"), "train"), (("inference",), "infer")],
 )
 def test_check_properties_empty(bundle, names, workflow_type, phantom_dir, tmp_path):
     # check_properties instantiates every required component, so give it data and a checkpoint.
     wf = workflow(bundle, names, workflow_type, output_dir=str(tmp_path), image_size=32)
-    net = build_network(wf.parser["network"], 3, image_size=32)
+    net = build_network(wf.parser["network_name"], 3, image_size=32, pretrained=False)
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    wf.parser["dataset_dir" if workflow_type != "infer" else "input_dir"] = str(phantom_dir)
+    wf.parser["ckpt_path"] = str(tmp_path / "model.pt")
+    wf.parser["dataset_dir"] = str(phantom_dir)
     wf.initialize()
     assert wf.check_properties() == []
 
@@ -120,13 +119,19 @@ def test_check_properties_empty(bundle, names, workflow_type, phantom_dir, tmp_p
 def test_knobs_and_stable_ids(bundle):
     wf = workflow(bundle, ("train",), "train")
     for key in (*KNOBS, *STABLE_IDS):
-        assert key in wf.parser, f"{bundle} train.yaml lacks {key}"
+        assert key in wf.parser, f"{bundle} train.json lacks {key}"
     wf = workflow(bundle, ("train", "evaluate"), "eval")
-    for key in ("ckpt_path", "eval_split", "evaluator", "dataset", "external", "external_evaluation"):
+    for key in ("ckpt_path", "eval_split", "validate#evaluator", "external", "external_evaluation"):
         assert key in wf.parser
+    assert wf.parser["validate#handlers#0#_target_"] == "CheckpointLoader"
+    for key in ("evaluator", "dataset", "handlers"):  # no second, top-level evaluator
+        assert key not in wf.parser
     wf = workflow(bundle, ("inference",), "infer")
-    for key in ("input_dir", "ckpt_path", "network", "num_classes", "image_size", "output_dir"):
+    for key in ("dataset_dir", "input_dir", "ckpt_path", "network_name", "network", "network_def"):
         assert key in wf.parser
+    for key in ("num_classes", "image_size", "output_dir", "bundle_root"):
+        assert key in wf.parser
+    assert wf.parser["handlers#0#_target_"] == "CheckpointLoader"
 
 
 def _error_chain(err: BaseException) -> str:
@@ -153,14 +158,14 @@ def test_bad_dataset_dir_is_named(tmp_path):
 
 
 def test_unknown_optimizer_lists_names(tmp_path):
-    wf = workflow("cnn", ("train",), "train", optimizer="sharpy", output_dir=str(tmp_path), image_size=32)
-    message = _parse_error(wf, "optim")
+    wf = workflow("cnn", ("train",), "train", sam_optimizer="sharpy", output_dir=str(tmp_path), image_size=32)
+    message = _parse_error(wf, "optimizer")
     assert "Unknown optimizer name 'sharpy'" in message and "sam" in message
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
 def test_unknown_network_lists_names(bundle, tmp_path):
-    wf = workflow(bundle, ("train",), "train", network="densenet", output_dir=str(tmp_path))
+    wf = workflow(bundle, ("train",), "train", network_name="densenet", output_dir=str(tmp_path))
     message = _parse_error(wf, "network_def")
     assert "unknown network 'densenet'; available networks:" in message and "resnet50" in message
 
@@ -173,10 +178,10 @@ def test_checkpoint_of_wrong_shape_is_explained(tmp_path):
         "infer",
         ckpt_path=str(tmp_path / "model.pt"),
         num_classes=2,
-        network="resnet18",
+        network_name="resnet18",
         output_dir=str(tmp_path),
     )
-    message = _parse_error(wf, "net")
+    message = _parse_error(wf, "run#0")  # the check before CheckpointLoader loads the file
     assert "'fc.weight' has shape (3, 512) in the file but (2, 512) in the network" in message
     assert "num_classes" in message
 
@@ -202,7 +207,9 @@ def test_bad_dataset_dir_message_reaches_cli_user(tmp_path):
 
 @pytest.mark.parametrize(("optimizer", "with_rho"), [("gsam", True), ("sam", False)])
 def test_resume_objects_follow_the_rho_schedule(optimizer, with_rho, phantom_dir, tmp_path):
-    wf = workflow("vit", ("train",), "train", output_dir=str(tmp_path), image_size=32, optimizer=optimizer)
+    wf = workflow(
+        "vit", ("train",), "train", output_dir=str(tmp_path), image_size=32, sam_optimizer=optimizer
+    )
     wf.parser["dataset_dir"] = str(phantom_dir)
     wf.initialize()
     objects = wf.parser.get_parsed_content("train#resume_objects")
@@ -233,7 +240,7 @@ def test_default_networks(bundle, network):
     """The CNN bundle defaults to the ImageNet-pretrained EfficientNet-Lite0, the ViT bundle to the
     hybrid ViT on its pretrained features."""
     for names, workflow_type in ((("train",), "train"), (("inference",), "infer")):
-        assert workflow(bundle, names, workflow_type).parser["network"] == network
+        assert workflow(bundle, names, workflow_type).parser["network_name"] == network
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
@@ -244,15 +251,15 @@ def test_mode_knobs_reach_the_iteration_and_the_optimizer(bundle, phantom_dir, t
         "train",
         output_dir=str(tmp_path),
         image_size=32,
-        optimizer="looksam",
+        sam_optimizer="looksam",
         sam_start_fraction=0.5,
-        **{"optim#k": 3},
+        **{"optimizer#k": 3},
     )
     wf.parser["dataset_dir"] = str(phantom_dir)
     wf.initialize()
     iteration = wf.parser.get_parsed_content("train#iteration")
     assert (iteration.interval, iteration.start_fraction) == (None, 0.5)  # null keeps LookSAM's k
-    assert wf.parser.get_parsed_content("optim").interval == 3
+    assert wf.parser.get_parsed_content("optimizer").interval == 3
     assert wf.parser.get_parsed_content("settings")["sam_start_fraction"] == 0.5
 
 

@@ -1,4 +1,4 @@
-"""External validation in evaluate.yaml: a synthetic second site through the real CLI, both bundles' knob."""
+"""External validation in evaluate.json: a synthetic second site through the real CLI, both bundles' knob."""
 
 from __future__ import annotations
 
@@ -149,18 +149,19 @@ def test_external_knob_of_both_bundles(bundle, phantom_dir, tmp_path):
     wf = workflow(
         bundle,
         ("train", "evaluate"),
-        "eval",
+        "train",
         output_dir=str(tmp_path),
         image_size=32,
         external=[{**SITE, "source": str(site)}],
     )
-    torch.save(build_network(wf.parser["network"], 3, image_size=32).state_dict(), tmp_path / "model.pt")
+    net = build_network(wf.parser["network_name"], 3, image_size=32, pretrained=False)
+    torch.save(net.state_dict(), tmp_path / "model.pt")
     wf.parser["dataset_dir"] = str(phantom_dir)
     wf.initialize()
     evaluation = wf.parser.get_parsed_content("external_evaluation")
     (external,) = evaluation.sets
     assert external.name == "site" and len(external.items) == 6
-    assert evaluation.preprocessing is wf.parser.get_parsed_content("preprocessing")  # one pipeline
+    assert evaluation.preprocessing is wf.parser.get_parsed_content("validate#preprocessing")  # one pipeline
     assert len(evaluation.operating_items) == len(wf.parser.get_parsed_content("datalist_dict")["validation"])
-    default = workflow(bundle, ("train", "evaluate"), "eval", output_dir=str(tmp_path), image_size=32)
+    default = workflow(bundle, ("train", "evaluate"), "train", output_dir=str(tmp_path), image_size=32)
     assert default.parser["external"] == []

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
-import yaml
 from bundle_cli import BUNDLES
 from monai.bundle import ConfigWorkflow
 
@@ -25,10 +25,10 @@ class _Records(logging.Handler):
 
 def _workflow(bundle: str, **overrides) -> ConfigWorkflow:
     return ConfigWorkflow(
-        config_file=str(BUNDLES[bundle] / "configs" / "train.yaml"),
+        config_file=str(BUNDLES[bundle] / "configs" / "train.json"),
         logging_file=False,
         workflow_type="train",
-        network=NETWORK[bundle],
+        network_name=NETWORK[bundle],
         **overrides,
     )
 
@@ -51,21 +51,21 @@ def test_monai_logging_file_notice_is_suppressed_only_inside():
 @pytest.mark.parametrize("bundle", sorted(BUNDLES))
 def test_plain_optimizer_default_rho_logs_no_warning(bundle, caplog):
     with caplog.at_level(logging.WARNING, logger="monai_sam.optimizers.factory"):
-        parser = _workflow(bundle, optimizer="adam").parser
-        parser.get_parsed_content("optim")
+        parser = _workflow(bundle, sam_optimizer="adam").parser
+        parser.get_parsed_content("optimizer")
         assert parser.get_parsed_content("settings")["rho"] is None
     assert "ignoring" not in caplog.text
-    sam = _workflow(bundle, optimizer="asam").parser
-    assert sam.get_parsed_content("optim").param_groups[0]["rho"] == 0.05  # the bundle's default
+    sam = _workflow(bundle, sam_optimizer="asam").parser
+    assert sam.get_parsed_content("optimizer").param_groups[0]["rho"] == 0.05  # the bundle's default
     assert sam.get_parsed_content("settings")["rho"] == pytest.approx(0.05)
     with caplog.at_level(logging.WARNING, logger="monai_sam.optimizers.factory"):
-        _workflow(bundle, optimizer="adam", rho=0.1).parser.get_parsed_content("optim")
+        _workflow(bundle, sam_optimizer="adam", sam_rho=0.1).parser.get_parsed_content("optimizer")
     assert "ignoring ['rho']" in caplog.text  # a rho the user gives a plain optimizer is reported
 
 
 @pytest.mark.parametrize("bundle", sorted(BUNDLES))
 def test_one_log_line_per_iteration(bundle):
-    handlers = yaml.safe_load((BUNDLES[bundle] / "configs" / "train.yaml").read_text())["train"]["handlers"]
+    handlers = json.loads((BUNDLES[bundle] / "configs" / "train.json").read_text())["train"]["handlers"]
     for handler in handlers:
         if not isinstance(handler, dict):
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bundle_cli import config, run_cli
+from bundle_cli import BUNDLES, config, run_cli
 
 from monai_sam.bundle import select_split
 from monai_sam.bundle.user_errors import find_user_error, format_user_error
@@ -26,20 +26,35 @@ def _last_line(text: str) -> str:
         ),
         (
             ("train",),
-            ["--network", "densenet"],
+            ["--network_name", "densenet"],
             "ValueError: unknown network 'densenet'; available networks:",
         ),
         (
             ("inference",),
-            ["--input_dir", "/no/images"],
-            "FileNotFoundError: input_dir '/no/images' is not a directory",
+            ["--dataset_dir", "/no/images"],
+            "FileNotFoundError: dataset_dir '/no/images' is not a directory",
         ),
-        (("inference",), ["--input_dir", "."], "ValueError: input_dir '.' holds no image"),
+        (("inference",), ["--input_dir", "."], "ValueError: dataset_dir '.' holds no image"),  # the alias
+        (
+            ("train",),
+            ["--optimizer", "asam", "--rho", "0.5"],
+            "ValueError: --optimizer asam: 'optimizer' is now the torch optimizer object (the MONAI Model "
+            "Zoo's id); give the name with --sam_optimizer asam; --rho was renamed: use --sam_rho",
+        ),
+        (
+            ("inference",),
+            ["--network", "resnet18", "--net", "x"],
+            "ValueError: --network resnet18: 'network' is now the built network (the MONAI Model Zoo's id); "
+            "give the name with --network_name resnet18",
+        ),
+        (("train", "evaluate"), ["--optim", "sgd"], "ValueError: --optim was renamed: use --optimizer"),
     ],
 )
 def test_cause_is_the_last_line_on_stderr(names, args, message, tmp_path):
+    # inference checks the bundle's models/model.pt before it reads the images
+    root = ["--bundle_root", str(BUNDLES["cnn"])] if names == ("inference",) else []
     proc = run_cli(
-        ["run", "--config_file", config("cnn", *names), "--output_dir", str(tmp_path), *args],
+        ["run", "--config_file", config("cnn", *names), "--output_dir", str(tmp_path), *root, *args],
         cwd=tmp_path,
         check=False,
     )

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 CNN = REPO / "bundles" / "breast_us_cnn" / "configs"
 TINY = ["--image_size", "32", "--batch_size", "8", "--max_epochs", "1", "--progress", "False"]
-TINY += ["--network", "resnet18", "--reader_options#nifti_slice", "middle"]
+TINY += ["--network_name", "resnet18", "--reader_options#nifti_slice", "middle"]
 
 
 def _mixed_folder(root: Path) -> dict[str, Path]:
@@ -145,25 +145,25 @@ def test_mixed_clinical_folder_end_to_end_without_patient_data(tmp_path, capsys,
     console["split"] = "".join(capsys.readouterr())
     split = split_dir / "split.json"
     train_dir = out / "train"
-    config = ["--config_file", str(CNN / "train.yaml")]
+    config = ["--config_file", str(CNN / "train.json")]
     console["train"] = _bundle(
         [*config, "--output_dir", str(train_dir), "--datalist", str(split), *TINY], tmp_path
     )
     assert (train_dir / "model.pt").is_file() and list((train_dir / "tensorboard").iterdir())
-    evaluate = ["--config_file", repr([str(CNN / "train.yaml"), str(CNN / "evaluate.yaml")])]
+    evaluate = ["--config_file", repr([str(CNN / "train.json"), str(CNN / "evaluate.json")])]
     console["evaluate"] = _bundle(
         [*evaluate, "--output_dir", str(train_dir), "--datalist", str(split), *TINY], tmp_path
     )
     assert (train_dir / "eval_test_metrics.json").is_file()
     infer = [
         "--config_file",
-        str(CNN / "inference.yaml"),
+        str(CNN / "inference.json"),
         "--input_dir",
         str(data),
         "--output_dir",
         str(out / "inf"),
     ]
-    infer += ["--ckpt_path", str(train_dir / "model.pt"), "--network", "resnet18", "--image_size", "32"]
+    infer += ["--ckpt_path", str(train_dir / "model.pt"), "--network_name", "resnet18", "--image_size", "32"]
     console["inference"] = _bundle([*infer, "--reader_options#nifti_slice", "middle"], tmp_path)
     with open(out / "inf" / "predictions.csv", newline="") as handle:
         predicted = {Path(row["image"]).name for row in csv.DictReader(handle)}

@@ -1,4 +1,4 @@
-"""The quick preset through the real training path (bundle train.yaml via ConfigWorkflow), at a tiny size."""
+"""The quick preset through the real training path (bundle train.json via ConfigWorkflow), at a tiny size."""
 
 import json
 import logging

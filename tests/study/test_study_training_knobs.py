@@ -34,22 +34,22 @@ def test_knobs_follow_spec_and_network_settings(tmp_path):
     )
     specs = {s.run_id: s for s in expand_grid(config)}
     cnn = run_fn.overrides(specs["resnet18__gsam__fold0__seed4"], tmp_path / "w")
-    assert cnn["optimizer"] == "gsam" and cnn["rho"] == 0.1 and cnn["optim#alpha"] == 0.2
+    assert cnn["sam_optimizer"] == "gsam" and cnn["sam_rho"] == 0.1 and cnn["optimizer#alpha"] == 0.2
     assert cnn["lr"] == 1.0e-3 and cnn["max_epochs"] == 3 and cnn["seed"] == 4 and cnn["num_workers"] == 0
-    assert cnn["datalist"] == str(tmp_path / "fold_0.json") and cnn["network"] == "resnet18"
+    assert cnn["datalist"] == str(tmp_path / "fold_0.json") and cnn["network_name"] == "resnet18"
     assert cnn["pretrained_path"] == "/w/r18.pth" and cnn["val_interval"] == 2 and cnn["progress"] is False
     vit = run_fn.overrides(specs["vit_small__adam__fold0__seed4"], tmp_path / "w")
-    assert vit["lr"] == 3.0e-4 and "rho" not in vit and "pretrained_path" not in vit
+    assert vit["lr"] == 3.0e-4 and "sam_rho" not in vit and "pretrained_path" not in vit
 
 
 def test_bundle_config_lookup(tmp_path):
-    assert bundle_config_file("breast_us_cnn", None).name == "train.yaml"
+    assert bundle_config_file("breast_us_cnn", None).name == "train.json"
     with pytest.raises(FileNotFoundError, match="bundles_dir"):
         bundle_config_file("breast_us_cnn", tmp_path)
     own = tmp_path / "mine" / "configs"
     own.mkdir(parents=True)
-    (own / "train.yaml").write_text("{}")
-    assert bundle_config_file(str(tmp_path / "mine"), None) == Path(own / "train.yaml")
+    (own / "train.json").write_text("{}")
+    assert bundle_config_file(str(tmp_path / "mine"), None) == Path(own / "train.json")
 
 
 def test_bad_network_train_key():
@@ -69,9 +69,9 @@ def test_mode_options_go_to_the_optimizer_or_the_iteration(tmp_path):
     )
     specs = {s.optimizer.label: s for s in expand_grid(config)}
     interval = run_fn.overrides(specs["sam-i5"], tmp_path / "w")
-    assert interval["optim#interval"] == 5 and "sam_start_fraction" not in interval
+    assert interval["optimizer#interval"] == 5 and "sam_start_fraction" not in interval
     late = run_fn.overrides(specs["sam-late"], tmp_path / "w")
-    assert late["sam_start_fraction"] == 0.5 and "optim#start_fraction" not in late
+    assert late["sam_start_fraction"] == 0.5 and "optimizer#start_fraction" not in late
 
 
 def test_network_evaluation_chooses_the_weights_that_are_evaluated(tmp_path):
@@ -90,3 +90,13 @@ def test_network_evaluation_chooses_the_weights_that_are_evaluated(tmp_path):
         used = run_fn._load_checkpoint(final, tmp_path, evaluation)
         assert used.split()[0] == expected
         assert torch.equal(final.weight, best.weight) == (expected == "best")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("rho", "sam_rho"), ("optimizer", "sam_optimizer"), ("optim#alpha", "optimizer#alpha")]
+)
+def test_old_knob_names_in_overrides_are_refused(tmp_path, old, new):
+    config, run_fn = _run_function(tmp_path, train={"overrides": {old: 0.1 if old != "optimizer" else "sam"}})
+    spec = expand_grid(config)[0]
+    with pytest.raises(ValueError, match=f"--{new}"):
+        run_fn.overrides(spec, tmp_path / "w")
