@@ -264,6 +264,10 @@ def ultrasound_transforms(
 ) -> Compose:
     """The standard chain: load, aspect-preserving resize and pad, train-time augmentation, float32.
 
+    The bundles write the default chain out in their configs (``train#preprocessing``,
+    ``validate#preprocessing``, inference's ``preprocessing``), so that each probability and range is a config
+    value; tests/bundles/test_bundle_config_structure.py keeps the two identical.
+
     The longer side is resized to ``image_size`` (anti-aliased) and the shorter one zero-padded
     symmetrically, so lesion shape (taller-than-wide is a malignancy sign) is never distorted. The other
     choices are the alternatives measured on another hospital's images (docs/study.md, "Preprocessing
