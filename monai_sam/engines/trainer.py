@@ -58,29 +58,29 @@ class SharpnessAwareTrainer(SupervisedTrainer):
         self,
         device: str | torch.device,
         max_epochs: int,
-        train_data_loader: Iterable | DataLoader,
+        train_data_loader: Iterable[Any] | DataLoader[Any],
         network: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        loss_function: Callable,
+        loss_function: Callable[..., Any],
         epoch_length: int | None = None,
         non_blocking: bool = False,
-        prepare_batch: Callable = default_prepare_batch,
+        prepare_batch: Callable[..., Any] = default_prepare_batch,
         iteration_update: Callable[[Any, Any], Any] | None = None,
         inferer: Inferer | None = None,
         postprocessing: Transform | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        train_handlers: Sequence | None = None,
+        key_train_metric: dict[str, Any] | None = None,
+        additional_metrics: dict[str, Any] | None = None,
+        metric_cmp_fn: Callable[..., Any] = default_metric_cmp_fn,
+        train_handlers: Sequence[Any] | None = None,
         amp: bool = False,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
+        event_names: list[Any] | None = None,
+        event_to_attr: dict[str, Any] | None = None,
         decollate: bool = True,
         optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
+        to_kwargs: dict[str, Any] | None = None,
+        amp_kwargs: dict[str, Any] | None = None,
         compile: bool = False,
-        compile_kwargs: dict | None = None,
+        compile_kwargs: dict[str, Any] | None = None,
         accumulation_steps: int = 1,
         bn_policy: str = "clean",
         replay_rng: bool = False,
@@ -89,7 +89,7 @@ class SharpnessAwareTrainer(SupervisedTrainer):
         amp_dtype: torch.dtype | str | None = None,
         cpu_autocast_dtype: torch.dtype | str | None = None,
         grad_scaler: bool | torch.amp.GradScaler | None = None,
-        scaler_kwargs: dict | None = None,
+        scaler_kwargs: dict[str, Any] | None = None,
         sync_perturbation: bool = False,
         check_finite: bool = True,
         output_index: int | None = None,
@@ -150,9 +150,9 @@ class SharpnessAwareTrainer(SupervisedTrainer):
             compile_kwargs=compile_kwargs,
             accumulation_steps=accumulation_steps,
         )
-        self.scaler = self.iteration.scaler
+        self.scaler = self.iteration.scaler  # type: ignore[assignment]  # MONAI types it torch.cuda.amp's
 
-    def _iteration(self, engine: Any, batchdata: Any) -> Any:  # type: ignore[override]
+    def _iteration(self, engine: Any, batchdata: Any) -> Any:
         """One sharpness-aware training iteration: :attr:`iteration` on ``engine`` and ``batchdata``.
 
         Args:
@@ -163,5 +163,5 @@ class SharpnessAwareTrainer(SupervisedTrainer):
 
     def run(self) -> None:  # type: ignore[override]
         """Run training; unlike ``Trainer.run`` it keeps ``self.scaler`` (the iteration's) across calls."""
-        self.scaler = self.iteration.scaler
+        self.scaler = self.iteration.scaler  # type: ignore[assignment]  # MONAI types it torch.cuda.amp's
         Workflow.run(self)

@@ -16,7 +16,7 @@ import contextlib
 import inspect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -51,7 +51,9 @@ def check_step_option(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open=False):
+def _check_range(
+    name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> None:
     """Raise ValueError naming ``name`` unless ``low <(=) value <(=) high``."""
     ok_low = value > low if low_open else value >= low
     ok_high = value < high if high_open else value <= high
@@ -67,7 +69,7 @@ def _multiply_where_given(tensors: list[Tensor], factors: list[Tensor | None], i
     if not rows:
         return list(tensors)
     subset = [tensors[i] for i in rows]
-    given = [factors[i] for i in rows]
+    given = [f for f in factors if f is not None]  # the factors of ``rows``, in order
     out = list(tensors)
     if inplace:
         torch._foreach_mul_(subset, given)
@@ -204,7 +206,11 @@ class SharpnessAwareOptimizer(Optimizer):
         return None
 
     @staticmethod
-    def _build_base(params, base_optimizer, base_kwargs: dict[str, Any]) -> Optimizer:
+    def _build_base(
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer] | Optimizer,
+        base_kwargs: dict[str, Any],
+    ) -> Optimizer:
         if isinstance(base_optimizer, Optimizer):
             if base_kwargs:
                 raise ValueError(
@@ -212,7 +218,7 @@ class SharpnessAwareOptimizer(Optimizer):
                     "(configure the instance instead, or pass its class)."
                 )
             own = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
-            given = []
+            given: list[Tensor] = []
             for item in params:
                 given.extend(item["params"] if isinstance(item, dict) else [item])
             if {id(p) for p in given} != own:
@@ -233,7 +239,8 @@ class SharpnessAwareOptimizer(Optimizer):
                 _check_range(name, group[name], 0.0, float("inf"))
 
     def _first_param(self) -> Tensor:
-        return self.param_groups[0]["params"][0]
+        first: Tensor = self.param_groups[0]["params"][0]
+        return first
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group to the base optimizer, with this method's hyperparameter defaults."""
@@ -427,7 +434,9 @@ class SharpnessAwareOptimizer(Optimizer):
         skipped = torch.zeros((), dtype=torch.bool, device=device)
         for value in found.values():
             skipped = skipped | (value.to(device) > 0)
-        inv_scale = scaler._get_scale_async().to(device).double().reciprocal().float()
+        scale = scaler._get_scale_async()
+        assert scale is not None  # an enabled scaler has a scale
+        inv_scale = scale.to(device).double().reciprocal().float()
         return skipped, inv_scale
 
     def first_step(self, loss: Tensor | None = None) -> None:
@@ -439,7 +448,7 @@ class SharpnessAwareOptimizer(Optimizer):
         self.unperturb(loss)
         self.base_step()
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Run a whole sharpness-aware step, calling ``closure`` once per pass.
 
         The gradients are cleared before every call, so the closure may or may not zero them itself. It
@@ -490,6 +499,18 @@ class SharpnessAwareOptimizer(Optimizer):
 
     def _at_perturbed_point(self) -> bool:
         return False
+
+    def set_rest_at_true_weights(self, rest: bool) -> None:
+        """Where a method that waits at a perturbed point between steps (MSAM) ends each step.
+
+        False (its default in a plain loop): at the perturbed point, ready for the next step's pass. True:
+        at the true weights, for a driver that moves to the perturbed point itself before each step
+        (monai-sam's MONAI iteration and :class:`~monai_sam.handlers.TrueWeightsHandler` do). A no-op for
+        methods that always end at ``w``.
+
+        Args:
+            rest: end each step at the true weights.
+        """
 
     def move_to_true_weights(self) -> None:
         """Put the true weights ``w`` into the parameters between steps (no-op unless
@@ -673,7 +694,7 @@ class SharpnessAwareOptimizer(Optimizer):
             chosen = self._perturbed_ids
             resting = [p for _, params, _ in per_group for p in params if id(p) not in chosen]
             per_group = [
-                (group, kept, [p.grad for p in kept])
+                (group, kept, [cast(Tensor, p.grad) for p in kept])
                 for group, params, _ in per_group
                 for kept in [[p for p in params if id(p) in chosen]]
             ]

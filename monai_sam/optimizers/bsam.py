@@ -69,7 +69,7 @@ class BSAMUpdate(Optimizer):
                 self.state[p][PRECISION] = torch.full_like(p, s_init, memory_format=torch.preserve_format)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One update from ``.grad`` (and :attr:`precision_grads`, which it clears)."""
         loss = None
         if closure is not None:
@@ -202,6 +202,7 @@ class BSAM(SharpnessAwareOptimizer):
             perturb=perturb,
             model=model,
         )
+        self._update = base  # the base optimizer, typed as bSAM's own update
         self._noise = NoiseGenerators(type(self).__name__, generator)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -256,11 +257,11 @@ class BSAM(SharpnessAwareOptimizer):
             p.grad = None
 
     def _combine(self, loss: Tensor | None) -> None:
-        self.base_optimizer.precision_grads = self._take(NOISY_GRAD)
+        self._update.precision_grads = self._take(NOISY_GRAD)
 
     def end_passes(self) -> None:
         """See :meth:`SharpnessAwareOptimizer.end_passes`; also drops the pending precision gradients."""
-        self.base_optimizer.precision_grads = {}
+        self._update.precision_grads = {}
         super().end_passes()
 
     def _extra_state(self) -> dict[str, Any]:

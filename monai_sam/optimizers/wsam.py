@@ -81,7 +81,8 @@ class WSAM(SharpnessAwareOptimizer):
 
     @staticmethod
     def _weight(group: dict[str, Any]) -> float:
-        return group["gamma"] / (1.0 - group["gamma"])
+        weight: float = group["gamma"] / (1.0 - group["gamma"])
+        return weight
 
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
         self._ascend(keep_clean=True)
@@ -149,6 +150,7 @@ class WSAM(SharpnessAwareOptimizer):
             sharpness = [stored[p] for p in members]
             if inv_scale is not None:
                 scale_by(sharpness, inv_scale, inplace=True)
+                assert skipped is not None  # given with inv_scale
                 for t in sharpness:  # no foreach masking op exists; only on the GradScaler path
                     t.masked_fill_(skipped, 0.0)
             lr = group["lr"]
