@@ -374,16 +374,9 @@ class SharpnessAwareIteration:
             return pred[self.output_index]
         return pred
 
-    def _clean_pass(
-        self,
-        engine: SupervisedTrainer,
-        plan: PrecisionPlan,
-        inputs: Any,
-        targets: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> torch.Tensor:
+    def _clean_pass(self, engine: SupervisedTrainer, plan: PrecisionPlan, batch: Batch) -> torch.Tensor:
         """Pass 0 forward + loss, firing FORWARD_COMPLETED and LOSS_COMPLETED like MONAI's ``_iteration``."""
+        inputs, targets, args, kwargs = batch
         with plan.autocast():
             pred = engine.inferer(inputs, engine.network, *args, **kwargs)
             engine.state.output[Keys.PRED] = self._select_output(pred)
@@ -434,15 +427,9 @@ class SharpnessAwareIteration:
                 "anyway."
             )
 
-    def _perturbed_pass(
-        self,
-        engine: SupervisedTrainer,
-        plan: PrecisionPlan,
-        inputs: Any,
-        targets: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> torch.Tensor:
+    def _perturbed_pass(self, engine: SupervisedTrainer, plan: PrecisionPlan, batch: Batch) -> torch.Tensor:
+        """Pass k >= 1: forward + loss at the perturbed point (no MONAI events; ``pred`` stays clean)."""
+        inputs, targets, args, kwargs = batch
         with plan.autocast():
             pred = self._select_output(engine.inferer(inputs, engine.network, *args, **kwargs))
             loss: torch.Tensor = engine.loss_function(pred, targets).mean()
@@ -469,7 +456,7 @@ class SharpnessAwareIteration:
         if scaler is not None:
             scaler.update()
 
-    def _single_pass(
+    def _monai_iteration(
         self,
         engine: SupervisedTrainer,
         optimizer: torch.optim.Optimizer,
@@ -482,7 +469,7 @@ class SharpnessAwareIteration:
         starts, ends = window
         if starts:
             optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        loss = self._clean_pass(engine, plan, *batch)
+        loss = self._clean_pass(engine, plan, batch)
         plan.backward(loss / acc if acc > 1 else loss)
         self._check_finite(engine, optimizer, plan, step_ends=ends)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
@@ -562,7 +549,7 @@ class SharpnessAwareIteration:
         if rng is not None:
             rng.capture()
         with ddp.pass_scope(0):
-            clean_loss = self._clean_pass(engine, plan, *batch)
+            clean_loss = self._clean_pass(engine, plan, batch)
             plan.backward(clean_loss / acc if acc > 1 else clean_loss)
         self._pass_completed(engine, 0)
         last_loss = clean_loss.detach()
@@ -574,7 +561,7 @@ class SharpnessAwareIteration:
             # The backward stays inside the BN context: autograd saved the running buffers it restores.
             with ddp.pass_scope(k), self._bn_context(engine.network):
                 with replay:
-                    loss = self._perturbed_pass(engine, plan, *batch)
+                    loss = self._perturbed_pass(engine, plan, batch)
                 plan.backward(loss / acc if acc > 1 else loss)
             last_loss = loss.detach()
             perturbed_losses.append(last_loss)
@@ -617,7 +604,7 @@ class SharpnessAwareIteration:
         if isinstance(optimizer, SharpnessAwareOptimizer):
             self._sharpness_step(engine, optimizer, plan, batch, window)
         else:
-            self._single_pass(engine, optimizer, plan, batch, window)
+            self._monai_iteration(engine, optimizer, plan, batch, window)
         if inputs_meta is not None:
             engine.state.output[Keys.IMAGE] = _with_meta(inputs, inputs_meta)
             engine.state.output[Keys.PRED] = _with_meta(engine.state.output[Keys.PRED], inputs_meta)

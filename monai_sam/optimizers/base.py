@@ -329,7 +329,7 @@ class SharpnessAwareOptimizer(Optimizer):
         self._check_loss(loss, "unperturb")
         if n == 1:
             self._full_step = False
-            self._single_pass(loss)
+            self._one_pass_step(loss)
         else:
             self._restore()
             self._combine(loss)
@@ -528,8 +528,9 @@ class SharpnessAwareOptimizer(Optimizer):
     def _combine(self, loss: Tensor | None) -> None:
         """After the restore: turn the last pass's ``.grad`` (and stored state) into the final gradient."""
 
-    def _single_pass(self, loss: Tensor | None) -> None:
-        """A skipped step: ``.grad`` holds g0 and the base optimizer uses it as is (no extra work at all)."""
+    def _one_pass_step(self, loss: Tensor | None) -> None:
+        """A one-pass step (skipped by interval/start_step, or MSAM's every step): ``.grad`` holds the pass's
+        gradient and the base optimizer uses it as is (no extra work at all)."""
 
     def _after_base_step(self, skipped: Tensor | None, inv_scale: Tensor | None) -> None:
         """Post-step correction of a full step; ``skipped``/``inv_scale`` come from an enabled GradScaler."""

@@ -212,7 +212,7 @@ class MSAM(SharpnessAwareOptimizer):
         self._ascended = []
 
     # ------------------------------------------------------------------ the step
-    def _single_pass(self, loss: Tensor | None) -> None:
+    def _one_pass_step(self, loss: Tensor | None) -> None:
         """The gradient of the pass is in ``.grad``: restore ``w``; the base steps with that gradient."""
         _, grads = self._grads()
         self._record_clean_norm(grads)
