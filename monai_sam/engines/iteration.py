@@ -7,20 +7,20 @@ import inspect
 import logging
 import math
 import warnings
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import torch
 from monai.data import MetaTensor
 from monai.engines.trainer import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
-from torch.nn.parallel import DistributedDataParallel
 
 from monai_sam.engines.accumulation import GradientBuffer, accumulation_window, optimizer_steps
-from monai_sam.engines.distributed import all_reduce_mean, average_gradients, find_ddp, no_sync
+from monai_sam.engines.distributed import average_gradients, find_ddp
 from monai_sam.engines.events import SharpnessEvents, SharpnessKeys
 from monai_sam.engines.pass_context import RngReplay, bn_policy_context
 from monai_sam.engines.precision import PrecisionPlan, autocast_settings, default_scaler_device, parse_dtype
+from monai_sam.engines.step_plan import DDP_LAST_PASS, DDP_LOCAL, DDP_SYNCED, StepPlan
 from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_step_option
 from monai_sam.optimizers.functional import all_finite
 
@@ -32,11 +32,6 @@ logger = logging.getLogger(__name__)
 Batch = tuple[Any, Any, tuple[Any, ...], dict[str, Any]]
 #: (this iteration starts an accumulation window, it ends one: the optimizer steps).
 Window = tuple[bool, bool]
-
-# DDP modes: where the passes all-reduce (see ``SharpnessAwareIteration`` and docs/monai.md).
-_DDP_SYNCED = "synced"  # every pass synchronised by DDP: one global perturbation
-_DDP_LAST_PASS = "last_pass"  # passes before the last inside no_sync; final gradient == last pass gradient
-_DDP_LOCAL = "local"  # every pass inside no_sync, then one all-reduce of the combined gradient
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -70,29 +65,6 @@ def _gradient_fault(optimizer: torch.optim.Optimizer) -> str:
     if bool(optimizer.last_perturbation_skipped):
         return "already the clean pass's gradient, or its norm beyond the float32 range"
     return "the clean gradient was finite: a perturbed pass or the method's combination overflowed"
-
-
-class _DistributedPlan:
-    """Where the passes of one step all-reduce under DDP (see the DDP section of docs/monai.md)."""
-
-    def __init__(
-        self, module: DistributedDataParallel | None, mode: str | None, optimizer: SharpnessAwareOptimizer
-    ) -> None:
-        self.module = module
-        self.mode = mode
-        self.num_passes = int(optimizer.num_passes)
-        self._average_losses = mode == _DDP_SYNCED and optimizer.needs_loss
-
-    def pass_scope(self, k: int) -> contextlib.AbstractContextManager[Any]:
-        """``no_sync()`` around pass ``k`` (forward and backward) when that pass must stay local."""
-        local = self.mode == _DDP_LOCAL or (self.mode == _DDP_LAST_PASS and k < self.num_passes - 1)
-        return no_sync(self.module, local)
-
-    def loss_for_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
-        """The loss handed to perturb/unperturb: averaged over ranks when the passes are synchronised."""
-        if not self._average_losses or self.module is None:
-            return loss
-        return all_reduce_mean(loss, self.module.process_group)
 
 
 class SharpnessAwareIteration:
@@ -218,6 +190,7 @@ class SharpnessAwareIteration:
             )
         self._buffer = GradientBuffer()
         self._checked_optimizer: int | None = None
+        self._step_plan: StepPlan | None = None
 
     # ------------------------------------------------------------------ checks and set-up
     def _is_sharpness_aware(self, optimizer: Any) -> TypeGuard[SharpnessAwareOptimizer]:
@@ -312,9 +285,9 @@ class SharpnessAwareIteration:
         if find_ddp(engine.network) is None:
             return None
         if self.sync_perturbation:
-            return _DDP_SYNCED
+            return DDP_SYNCED
         if optimizer.final_grad_is_last_pass:
-            return _DDP_LAST_PASS
+            return DDP_LAST_PASS
         if optimizer.has_post_step_correction:
             raise ValueError(
                 f"{type(optimizer).__name__} applies part of its update from gradients kept inside the "
@@ -322,14 +295,16 @@ class SharpnessAwareIteration:
                 "desynchronise the ranks under DistributedDataParallel: pass sync_perturbation=True "
                 "(or use decouple=False)."
             )
-        return _DDP_LOCAL
+        return DDP_LOCAL
 
     def _apply_modes(self, engine: SupervisedTrainer, optimizer: SharpnessAwareOptimizer) -> None:
-        """Set the optimizer's ``interval`` and late-phase ``start_step`` (every call: a resume agrees)."""
-        if self.interval is not None:
-            optimizer.interval = self.interval
+        """Set the optimizer's ``interval`` and late-phase ``start_step`` through its explicit method."""
+        optimizer.set_modes(interval=self.interval, start_step=self._late_phase_start(engine, optimizer))
+
+    def _late_phase_start(self, engine: SupervisedTrainer, optimizer: SharpnessAwareOptimizer) -> int | None:
+        """The optimizer step where the method starts (``start_fraction`` of the run), None when not set."""
         if self.start_fraction is None:
-            return
+            return None
         total = optimizer_steps(
             int(engine.state.max_epochs),
             int(engine.state.epoch_length),
@@ -344,7 +319,66 @@ class SharpnessAwareIteration:
                 total,
                 self.start_fraction,
             )
-            optimizer.start_step = start
+        return start
+
+    def _settings(self, engine: SupervisedTrainer, optimizer: Any) -> tuple[Any, ...]:
+        """Everything a :class:`StepPlan` is resolved from: a new plan is resolved when any of it changes.
+
+        The optimizer's own modes are part of it, so modes changed from outside are set again (a resume
+        agrees with the run's settings).
+        """
+        state = engine.state
+        modes = (
+            (optimizer.interval, optimizer.start_step)
+            if isinstance(optimizer, SharpnessAwareOptimizer)
+            else ()
+        )
+        return (
+            id(engine),
+            id(optimizer),
+            modes,
+            id(engine.network),
+            state.device,
+            state.max_epochs,
+            state.epoch_length,
+            getattr(engine, "accumulation_steps", 1),
+            engine.amp,
+            getattr(engine, "amp_kwargs", None),
+            self.amp,
+            self.amp_dtype,
+            self.cpu_autocast_dtype,
+            id(self.scaler),
+            self._scaler_mode,
+            self.sync_perturbation,
+            self.interval,
+            self.start_fraction,
+        )
+
+    def _plan(self, engine: SupervisedTrainer) -> StepPlan:
+        """This iteration's :class:`StepPlan`: the last one while the settings are unchanged."""
+        settings = self._settings(engine, engine.optimizer)
+        if self._step_plan is None or self._step_plan.settings != settings:
+            self._step_plan = self._resolve_plan(engine)
+        return self._step_plan
+
+    def _resolve_plan(self, engine: SupervisedTrainer) -> StepPlan:
+        """Check the optimizer, set its modes and decide precision and the DDP mode for the run."""
+        optimizer = engine.optimizer
+        if not self._is_sharpness_aware(optimizer):
+            return StepPlan(self._settings(engine, optimizer), self._precision(engine, optimizer), False)
+        self._ensure_events(engine)
+        self._apply_modes(engine, optimizer)
+        optimizer.set_rest_at_true_weights(True)  # the iteration moves to MSAM's ascent point itself
+        precision = self._precision(engine, optimizer)
+        if engine.accumulation_steps > 1 and optimizer.has_post_step_correction:
+            raise ValueError(
+                f"{type(optimizer).__name__} keeps part of its update inside the optimizer (WSAM "
+                "decouple=True, bSAM's precision), which gradient accumulation cannot sum: use "
+                "accumulation_steps=1 (or WSAM decouple=False)."
+            )
+        ddp = find_ddp(engine.network)
+        mode = self._ddp_mode(engine, optimizer)
+        return StepPlan(self._settings(engine, optimizer), precision, True, ddp, mode)
 
     # ------------------------------------------------------------------ passes
     def _prepare(
@@ -476,99 +510,78 @@ class SharpnessAwareIteration:
         if ends:
             self._optimizer_step(optimizer, plan)
 
-    def _sharpness_passes(
+    def _sharpness_aware_step(
         self,
         engine: SupervisedTrainer,
         optimizer: SharpnessAwareOptimizer,
-        plan: PrecisionPlan,
+        plan: StepPlan,
         batch: Batch,
         window: Window,
     ) -> None:
-        """All passes of one micro-batch, then the base step when the accumulation window ends."""
-        acc = engine.accumulation_steps
-        if acc > 1 and optimizer.has_post_step_correction:
-            raise ValueError(
-                f"{type(optimizer).__name__} keeps part of its update inside the optimizer (WSAM "
-                "decouple=True, bSAM's precision), which gradient accumulation cannot sum: use "
-                "accumulation_steps=1 (or WSAM decouple=False)."
-            )
-        ddp = _DistributedPlan(find_ddp(engine.network), self._ddp_mode(engine, optimizer), optimizer)
-        self._run_passes(engine, optimizer, plan, batch, ddp)
-        ends = window[1]
-        params = _optimizer_params(optimizer)
-        if acc > 1:
-            self._buffer.add_grads(params)
-            if ends:
-                self._buffer.write_to_grads(params)
-            else:
-                optimizer.end_passes()
-        if ends and ddp.mode == _DDP_LOCAL and ddp.module is not None:
-            average_gradients(params, ddp.module.process_group)
-        # after the all-reduce: every rank sees the same final gradient and takes the same decision
-        self._check_finite(engine, optimizer, plan, step_ends=ends)
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if ends:
-            self._optimizer_step(optimizer, plan)
+        """One micro-batch of a monai-sam method: steps 2-6 of docs/monai.md's "What one iteration does".
 
-    def _sharpness_step(
-        self,
-        engine: SupervisedTrainer,
-        optimizer: SharpnessAwareOptimizer,
-        plan: PrecisionPlan,
-        batch: Batch,
-        window: Window,
-    ) -> None:
-        """The passes and step of a monai_sam optimizer; the network holds ``w`` before and after it.
-
-        MSAM rests at its momentum-ascent point between optimizer steps: it moves there here and back to
-        the true weights at the end, so every handler (validation, checkpoints, sharpness, logging) sees
-        ``w``. A step that raises is closed first, so no perturbed weights reach an exception handler.
+        The network holds ``w`` before and after it: MSAM, which rests at its momentum-ascent point between
+        optimizer steps, moves there first and back to ``w`` at the end, so every handler (validation,
+        checkpoints, sharpness, logging) sees ``w``. A step that raises is closed first, so no perturbed
+        weights reach an exception handler.
         """
-        optimizer.set_rest_at_true_weights(True)  # this iteration moves to the ascent point itself (MSAM)
+        precision, acc, ends = plan.precision, engine.accumulation_steps, window[1]
+        scopes = plan.pass_scopes(optimizer)
+        rng = RngReplay(torch.device(engine.state.device or "cpu")) if self.replay_rng else None
         optimizer.move_to_perturbed_point()
         try:
-            self._sharpness_passes(engine, optimizer, plan, batch, window)
+            # 2. zero the gradients; 3. pass 0 at w (MONAI's events), its backward
+            optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            if rng is not None:
+                rng.capture()
+            with scopes.pass_scope(0):
+                clean_loss = self._clean_pass(engine, precision, batch)
+                precision.backward(clean_loss / acc if acc > 1 else clean_loss)
+            self._pass_completed(engine, 0)
+            # 4. perturb, then pass k at the perturbed point
+            last_loss, perturbed_losses = clean_loss.detach(), []
+            for k in range(1, scopes.num_passes):
+                optimizer.perturb(scopes.loss_for_optimizer(last_loss))
+                engine.fire_event(SharpnessEvents.PERTURBED)
+                replay = rng.replay() if rng is not None else contextlib.nullcontext()
+                # The backward stays inside the BN context: autograd saved the running buffers it restores.
+                with scopes.pass_scope(k), self._bn_context(engine.network):
+                    with replay:
+                        loss = self._perturbed_pass(engine, precision, batch)
+                    precision.backward(loss / acc if acc > 1 else loss)
+                last_loss = loss.detach()
+                perturbed_losses.append(last_loss)
+                self._pass_completed(engine, k)
+            self._record_losses(engine, clean_loss.detach(), perturbed_losses, scopes.num_passes)
+            # 5. restore w, final gradient in .grad; sum micro-batches, average ranks; finite check
+            optimizer.unperturb(scopes.loss_for_optimizer(last_loss))
+            engine.fire_event(SharpnessEvents.RESTORED)
+            self._final_gradient(engine, optimizer, plan, ends)
+            self._check_finite(engine, optimizer, precision, step_ends=ends)
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            # 6. unscale, clip, base step, scaler update
+            if ends:
+                self._optimizer_step(optimizer, precision)
         except BaseException:
             optimizer.end_passes()
             raise
         finally:
             optimizer.move_to_true_weights()
 
-    def _run_passes(
-        self,
-        engine: SupervisedTrainer,
-        optimizer: SharpnessAwareOptimizer,
-        plan: PrecisionPlan,
-        batch: Batch,
-        ddp: _DistributedPlan,
+    def _final_gradient(
+        self, engine: SupervisedTrainer, optimizer: SharpnessAwareOptimizer, plan: StepPlan, ends: bool
     ) -> None:
-        """Pass 0, perturb + pass k for the others, unperturb: the final gradient is left in ``.grad``."""
-        acc = engine.accumulation_steps
-        rng = RngReplay(torch.device(engine.state.device or "cpu")) if self.replay_rng else None
-        optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if rng is not None:
-            rng.capture()
-        with ddp.pass_scope(0):
-            clean_loss = self._clean_pass(engine, plan, batch)
-            plan.backward(clean_loss / acc if acc > 1 else clean_loss)
-        self._pass_completed(engine, 0)
-        last_loss = clean_loss.detach()
-        perturbed_losses = []
-        for k in range(1, ddp.num_passes):
-            optimizer.perturb(ddp.loss_for_optimizer(last_loss))
-            engine.fire_event(SharpnessEvents.PERTURBED)
-            replay = rng.replay() if rng is not None else contextlib.nullcontext()
-            # The backward stays inside the BN context: autograd saved the running buffers it restores.
-            with ddp.pass_scope(k), self._bn_context(engine.network):
-                with replay:
-                    loss = self._perturbed_pass(engine, plan, batch)
-                plan.backward(loss / acc if acc > 1 else loss)
-            last_loss = loss.detach()
-            perturbed_losses.append(last_loss)
-            self._pass_completed(engine, k)
-        self._record_losses(engine, clean_loss.detach(), perturbed_losses, ddp.num_passes)
-        optimizer.unperturb(ddp.loss_for_optimizer(last_loss))
-        engine.fire_event(SharpnessEvents.RESTORED)
+        """Sum the micro-batches of gradient accumulation and, at a step, average a local DDP mode's ranks."""
+        params = _optimizer_params(optimizer)
+        if engine.accumulation_steps > 1:
+            self._buffer.add_grads(params)
+            if ends:
+                self._buffer.write_to_grads(params)
+            else:
+                optimizer.end_passes()
+        if ends and plan.ddp_mode == DDP_LOCAL and plan.ddp is not None:
+            # before the finite check: every rank sees the same final gradient and takes the same decision
+            average_gradients(params, plan.ddp.process_group)
 
     @staticmethod
     def _pass_completed(engine: SupervisedTrainer, index: int) -> None:
@@ -589,11 +602,8 @@ class SharpnessAwareIteration:
         """Run one training iteration on ``batchdata`` and return ``engine.state.output``."""
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
+        plan = self._plan(engine)  # the run-wide decisions, resolved once
         optimizer = engine.optimizer
-        if self._is_sharpness_aware(optimizer):
-            self._ensure_events(engine)
-            self._apply_modes(engine, optimizer)
-        plan = self._precision(engine, optimizer)
         inputs, targets, args, kwargs, inputs_meta, targets_meta = self._prepare(engine, batchdata)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         window = accumulation_window(
@@ -601,10 +611,10 @@ class SharpnessAwareIteration:
         )
         engine.network.train()
         batch = (inputs, targets, args, kwargs)
-        if isinstance(optimizer, SharpnessAwareOptimizer):
-            self._sharpness_step(engine, optimizer, plan, batch, window)
+        if plan.sharpness_aware:
+            self._sharpness_aware_step(engine, cast(SharpnessAwareOptimizer, optimizer), plan, batch, window)
         else:
-            self._monai_iteration(engine, optimizer, plan, batch, window)
+            self._monai_iteration(engine, optimizer, plan.precision, batch, window)
         if inputs_meta is not None:
             engine.state.output[Keys.IMAGE] = _with_meta(inputs, inputs_meta)
             engine.state.output[Keys.PRED] = _with_meta(engine.state.output[Keys.PRED], inputs_meta)

@@ -271,6 +271,18 @@ class SharpnessAwareOptimizer(Optimizer):
     def start_step(self, value: int) -> None:
         self._start_step = check_step_option("start_step", value, 0)
 
+    def set_modes(self, *, interval: int | None = None, start_step: int | None = None) -> None:
+        """Set the pass-skipping modes (a driver's switch; monai-sam's MONAI iteration uses it).
+
+        Args:
+            interval: the full method every ``interval``-th step (>= 1); None keeps the current one.
+            start_step: plain base-optimizer steps before this one (>= 0); None keeps the current one.
+        """
+        if interval is not None:
+            self.interval = interval
+        if start_step is not None:
+            self.start_step = start_step
+
     @property
     def num_passes(self) -> int:
         """Forward/backward passes the NEXT step takes (1 on a step skipped by interval or start_step)."""
