@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import BACKUP, SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.base import BACKUP, SharpnessAwareOptimizer, check_range
 from monai_sam.optimizers.functional import global_norm, zero_non_finite_
 from monai_sam.optimizers.noise import NoiseGenerators
 
@@ -24,7 +24,7 @@ def _check_betas(betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas={betas!r}: expected two numbers in [0, 1).")
     for name, value in zip(("betas[0]", "betas[1]"), betas):
-        _check_range(name, value, 0.0, 1.0, high_open=True)
+        check_range(name, value, 0.0, 1.0, high_open=True)
     return float(betas[0]), float(betas[1])
 
 
@@ -55,10 +55,10 @@ class BSAMUpdate(Optimizer):
         damping: float = 0.1,
         s_init: float = 1.0,
     ) -> None:
-        _check_range("lr", lr, 0.0, float("inf"))
-        _check_range("weight_decay", weight_decay, 0.0, float("inf"))
-        _check_range("damping", damping, 0.0, float("inf"))
-        _check_range("s_init", s_init, 0.0, float("inf"), low_open=True)
+        check_range("lr", lr, 0.0, float("inf"))
+        check_range("weight_decay", weight_decay, 0.0, float("inf"))
+        check_range("damping", damping, 0.0, float("inf"))
+        check_range("s_init", s_init, 0.0, float("inf"), low_open=True)
         defaults = {"lr": lr, "betas": _check_betas(betas), "weight_decay": weight_decay, "damping": damping}
         super().__init__(params, defaults)
         #: per parameter, the gradient that drives the precision update of the next step (consumed by it)
@@ -209,7 +209,7 @@ class BSAM(SharpnessAwareOptimizer):
         super()._validate_group(group)
         group["betas"] = _check_betas(group["betas"])
         for name in ("lr", "weight_decay", "damping"):
-            _check_range(name, group[name], 0.0, float("inf"))
+            check_range(name, group[name], 0.0, float("inf"))
 
     def _fill_noise_(self, tensors: list[Tensor]) -> None:
         """Overwrite ``tensors`` with standard normal noise from the checkpointed generators."""
