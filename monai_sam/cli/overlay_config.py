@@ -43,7 +43,7 @@ from monai.utils.module import locate
 
 from monai_sam.engines import SharpnessAwareIteration, SharpnessAwareTrainer
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
-from monai_sam.optimizers.factory import METHODS, _canonical
+from monai_sam.optimizers.registry import canonical_name, find_method
 from monai_sam.optimizers.wrapping import wrapping_problem
 
 __all__ = [
@@ -358,8 +358,9 @@ def default_rho(method: str) -> float:
     Args:
         method: a sharpness-aware method name, ``"none"`` or a plain optimizer name.
     """
-    cls = METHODS.get(_canonical(method), METHODS["sam"])
-    return float(inspect.signature(cls.__init__).parameters["rho"].default)
+    info = find_method(method) or find_method("sam")
+    assert info is not None  # SAM is always registered
+    return info.default_rho
 
 
 def build_overlay(training: BundleTraining, method: str, rho: float | None = None) -> dict[str, Any]:
@@ -393,7 +394,7 @@ def build_overlay(training: BundleTraining, method: str, rho: float | None = Non
         raise OverlayError(f"--optimizer {method}: {problem}")
     opt, trainer = training.optimizer_id, training.trainer_id
     overlay: dict[str, Any] = {
-        "sam_optimizer": _canonical(method),
+        "sam_optimizer": canonical_name(method),
         "sam_rho": rho,
         f"{opt}#_target_": WRAPPER_TARGET,
         f"{opt}#sam_method": "@sam_optimizer",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,7 +19,7 @@ def find_ddp(network: torch.nn.Module) -> DistributedDataParallel | None:
     return module if isinstance(module, DistributedDataParallel) else None
 
 
-def no_sync(ddp: DistributedDataParallel | None, local: bool) -> contextlib.AbstractContextManager:
+def no_sync(ddp: DistributedDataParallel | None, local: bool) -> contextlib.AbstractContextManager[Any]:
     """``ddp.no_sync()`` when ``local`` (wrap the forward AND the backward in it), else a null context."""
     return ddp.no_sync() if (ddp is not None and local) else contextlib.nullcontext()
 
@@ -30,7 +31,7 @@ def all_reduce_mean(value: torch.Tensor, group: dist.ProcessGroup | None) -> tor
     return out.div_(dist.get_world_size(group))
 
 
-def average_gradients(params: Sequence[torch.nn.Parameter], group: dist.ProcessGroup | None) -> None:
+def average_gradients(params: Sequence[torch.Tensor], group: dist.ProcessGroup | None) -> None:
     """Replace every ``.grad`` by its mean over the ranks of ``group``, one collective per dtype.
 
     A rank without a gradient for a parameter contributes zeros; a parameter that has no gradient
@@ -38,7 +39,7 @@ def average_gradients(params: Sequence[torch.nn.Parameter], group: dist.ProcessG
     Every rank must pass the same parameters in the same order (true for a DDP module's parameters).
     """
     world = dist.get_world_size(group)
-    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for p in params:
         by_dtype.setdefault(p.dtype, []).append(p)
     for dtype in sorted(by_dtype, key=str):

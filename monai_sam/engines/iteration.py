@@ -7,29 +7,31 @@ import inspect
 import logging
 import math
 import warnings
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
 from monai.data import MetaTensor
+from monai.engines.trainer import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
 from monai_sam.engines.accumulation import GradientBuffer, accumulation_window, optimizer_steps
-from monai_sam.engines.distributed import all_reduce_mean, average_gradients, find_ddp, no_sync
+from monai_sam.engines.distributed import average_gradients, find_ddp
 from monai_sam.engines.events import SharpnessEvents, SharpnessKeys
 from monai_sam.engines.pass_context import RngReplay, bn_policy_context
 from monai_sam.engines.precision import PrecisionPlan, autocast_settings, default_scaler_device, parse_dtype
-from monai_sam.optimizers.base import check_step_option
+from monai_sam.engines.step_plan import DDP_LAST_PASS, DDP_LOCAL, DDP_SYNCED, StepPlan
+from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_step_option
 from monai_sam.optimizers.functional import all_finite
 
 __all__ = ["SharpnessAwareIteration"]
 
 logger = logging.getLogger(__name__)
 
-# DDP modes: where the passes all-reduce (see ``SharpnessAwareIteration`` and docs/monai.md).
-_DDP_SYNCED = "synced"  # every pass synchronised by DDP: one global perturbation
-_DDP_LAST_PASS = "last_pass"  # passes before the last inside no_sync; final gradient == last pass gradient
-_DDP_LOCAL = "local"  # every pass inside no_sync, then one all-reduce of the combined gradient
+#: what ``engine.prepare_batch`` gives, as (inputs, targets, extra forward args, extra forward kwargs).
+Batch = tuple[Any, Any, tuple[Any, ...], dict[str, Any]]
+#: (this iteration starts an accumulation window, it ends one: the optimizer steps).
+Window = tuple[bool, bool]
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -54,39 +56,15 @@ def _plain(value: torch.Tensor) -> torch.Tensor:
     return value.as_tensor() if isinstance(value, MetaTensor) else value
 
 
-def _gradient_fault(optimizer: Any, sharpness: bool) -> str:
+def _gradient_fault(optimizer: torch.optim.Optimizer) -> str:
     """Which pass of a sharpness-aware step made the final gradient non-finite (host read: error path)."""
-    if not sharpness:
+    if not isinstance(optimizer, SharpnessAwareOptimizer):
         return "a plain optimizer: the gradient of the single pass"
     if optimizer.num_passes < optimizer.passes_per_step:
         return "a one-pass step (interval/start_step): the gradient of that pass"
     if bool(optimizer.last_perturbation_skipped):
         return "already the clean pass's gradient, or its norm beyond the float32 range"
     return "the clean gradient was finite: a perturbed pass or the method's combination overflowed"
-
-
-def _has_post_step_correction(optimizer: torch.optim.Optimizer) -> bool:
-    """True for methods whose update is not fully described by ``.grad`` (WSAM in decoupled mode)."""
-    return bool(getattr(optimizer, "has_post_step_correction", False))
-
-
-class _DistributedPlan:
-    """Where the passes of one step all-reduce under DDP (see the DDP section of docs/monai.md)."""
-
-    def __init__(self, module: Any, mode: str | None, optimizer: Any) -> None:
-        self.module = module
-        self.mode = mode
-        self.num_passes = int(optimizer.num_passes)
-        self._average_losses = mode == _DDP_SYNCED and optimizer.needs_loss
-
-    def pass_scope(self, k: int) -> contextlib.AbstractContextManager:
-        """``no_sync()`` around pass ``k`` (forward and backward) when that pass must stay local."""
-        local = self.mode == _DDP_LOCAL or (self.mode == _DDP_LAST_PASS and k < self.num_passes - 1)
-        return no_sync(self.module, local)
-
-    def loss_for_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
-        """The loss handed to perturb/unperturb: averaged over ranks when the passes are synchronised."""
-        return all_reduce_mean(loss, self.module.process_group) if self._average_losses else loss
 
 
 class SharpnessAwareIteration:
@@ -164,7 +142,7 @@ class SharpnessAwareIteration:
         amp_dtype: torch.dtype | str | None = None,
         cpu_autocast_dtype: torch.dtype | str | None = None,
         grad_scaler: bool | torch.amp.GradScaler | None = None,
-        scaler_kwargs: dict | None = None,
+        scaler_kwargs: dict[str, Any] | None = None,
         sync_perturbation: bool = False,
         check_finite: bool = True,
         output_index: int | None = None,
@@ -212,9 +190,10 @@ class SharpnessAwareIteration:
             )
         self._buffer = GradientBuffer()
         self._checked_optimizer: int | None = None
+        self._step_plan: StepPlan | None = None
 
     # ------------------------------------------------------------------ checks and set-up
-    def _is_sharpness_aware(self, optimizer: Any) -> bool:
+    def _is_sharpness_aware(self, optimizer: Any) -> TypeGuard[SharpnessAwareOptimizer]:
         """True for monai_sam optimizers, False for plain torch ones; raises for what cannot be driven."""
         from monai_sam.optimizers import SharpnessAwareOptimizer
 
@@ -243,12 +222,12 @@ class SharpnessAwareIteration:
         return False
 
     @staticmethod
-    def _ensure_events(engine: Any) -> None:
+    def _ensure_events(engine: SupervisedTrainer) -> None:
         """Register :class:`SharpnessEvents` on first use (earlier handlers need ``event_names``)."""
         if not engine.has_registered_events(SharpnessEvents.PERTURBED):
             engine.register_events(*SharpnessEvents)
 
-    def _precision(self, engine: Any, optimizer: Any, sharpness: bool) -> PrecisionPlan:
+    def _precision(self, engine: SupervisedTrainer, optimizer: torch.optim.Optimizer) -> PrecisionPlan:
         device = engine.state.device if engine.state.device is not None else torch.device("cpu")
         device = torch.device(device)
         amp = bool(engine.amp) if self.amp is None else self.amp
@@ -273,7 +252,7 @@ class SharpnessAwareIteration:
         )
         if not use_scaler:
             return PrecisionPlan(device.type, kwargs)
-        if sharpness and not getattr(optimizer, "supports_grad_scaler", True):
+        if isinstance(optimizer, SharpnessAwareOptimizer) and not optimizer.supports_grad_scaler:
             raise ValueError(
                 f"{type(optimizer).__name__} does not support a GradScaler (supports_grad_scaler=False): use "
                 "bfloat16 autocast (amp_dtype='bfloat16' on CUDA, cpu_autocast_dtype='bfloat16' on a CPU) or "
@@ -302,28 +281,30 @@ class SharpnessAwareIteration:
         else:
             logger.info(message)
 
-    def _ddp_mode(self, engine: Any, optimizer: Any) -> str | None:
+    def _ddp_mode(self, engine: SupervisedTrainer, optimizer: SharpnessAwareOptimizer) -> str | None:
         if find_ddp(engine.network) is None:
             return None
         if self.sync_perturbation:
-            return _DDP_SYNCED
-        if getattr(optimizer, "final_grad_is_last_pass", False):
-            return _DDP_LAST_PASS
-        if _has_post_step_correction(optimizer):
+            return DDP_SYNCED
+        if optimizer.final_grad_is_last_pass:
+            return DDP_LAST_PASS
+        if optimizer.has_post_step_correction:
             raise ValueError(
                 f"{type(optimizer).__name__} applies part of its update from gradients kept inside the "
                 "optimizer (WSAM decouple=True, bSAM's precision), so per-rank perturbations would "
                 "desynchronise the ranks under DistributedDataParallel: pass sync_perturbation=True "
                 "(or use decouple=False)."
             )
-        return _DDP_LOCAL
+        return DDP_LOCAL
 
-    def _apply_modes(self, engine: Any, optimizer: Any) -> None:
-        """Set the optimizer's ``interval`` and late-phase ``start_step`` (every call: a resume agrees)."""
-        if self.interval is not None:
-            optimizer.interval = self.interval
+    def _apply_modes(self, engine: SupervisedTrainer, optimizer: SharpnessAwareOptimizer) -> None:
+        """Set the optimizer's ``interval`` and late-phase ``start_step`` through its explicit method."""
+        optimizer.set_modes(interval=self.interval, start_step=self._late_phase_start(engine, optimizer))
+
+    def _late_phase_start(self, engine: SupervisedTrainer, optimizer: SharpnessAwareOptimizer) -> int | None:
+        """The optimizer step where the method starts (``start_fraction`` of the run), None when not set."""
         if self.start_fraction is None:
-            return
+            return None
         total = optimizer_steps(
             int(engine.state.max_epochs),
             int(engine.state.epoch_length),
@@ -338,15 +319,76 @@ class SharpnessAwareIteration:
                 total,
                 self.start_fraction,
             )
-            optimizer.start_step = start
+        return start
+
+    def _settings(self, engine: SupervisedTrainer, optimizer: Any) -> tuple[Any, ...]:
+        """Everything a :class:`StepPlan` is resolved from: a new plan is resolved when any of it changes.
+
+        The optimizer's own modes are part of it, so modes changed from outside are set again (a resume
+        agrees with the run's settings).
+        """
+        state = engine.state
+        modes = (
+            (optimizer.interval, optimizer.start_step)
+            if isinstance(optimizer, SharpnessAwareOptimizer)
+            else ()
+        )
+        return (
+            id(engine),
+            id(optimizer),
+            modes,
+            id(engine.network),
+            state.device,
+            state.max_epochs,
+            state.epoch_length,
+            getattr(engine, "accumulation_steps", 1),
+            engine.amp,
+            getattr(engine, "amp_kwargs", None),
+            self.amp,
+            self.amp_dtype,
+            self.cpu_autocast_dtype,
+            id(self.scaler),
+            self._scaler_mode,
+            self.sync_perturbation,
+            self.interval,
+            self.start_fraction,
+        )
+
+    def _plan(self, engine: SupervisedTrainer) -> StepPlan:
+        """This iteration's :class:`StepPlan`: the last one while the settings are unchanged."""
+        settings = self._settings(engine, engine.optimizer)
+        if self._step_plan is None or self._step_plan.settings != settings:
+            self._step_plan = self._resolve_plan(engine)
+        return self._step_plan
+
+    def _resolve_plan(self, engine: SupervisedTrainer) -> StepPlan:
+        """Check the optimizer, set its modes and decide precision and the DDP mode for the run."""
+        optimizer = engine.optimizer
+        if not self._is_sharpness_aware(optimizer):
+            return StepPlan(self._settings(engine, optimizer), self._precision(engine, optimizer), False)
+        self._ensure_events(engine)
+        self._apply_modes(engine, optimizer)
+        optimizer.set_rest_at_true_weights(True)  # the iteration moves to MSAM's ascent point itself
+        precision = self._precision(engine, optimizer)
+        if engine.accumulation_steps > 1 and optimizer.has_post_step_correction:
+            raise ValueError(
+                f"{type(optimizer).__name__} keeps part of its update inside the optimizer (WSAM "
+                "decouple=True, bSAM's precision), which gradient accumulation cannot sum: use "
+                "accumulation_steps=1 (or WSAM decouple=False)."
+            )
+        ddp = find_ddp(engine.network)
+        mode = self._ddp_mode(engine, optimizer)
+        return StepPlan(self._settings(engine, optimizer), precision, True, ddp, mode)
 
     # ------------------------------------------------------------------ passes
-    def _prepare(self, engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, dict, MetaTensor | None, Any]:
+    def _prepare(
+        self, engine: SupervisedTrainer, batchdata: Any
+    ) -> tuple[Any, Any, tuple[Any, ...], dict[str, Any], MetaTensor | None, MetaTensor | None]:
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         if len(batch) == 2:
             inputs, targets = batch
-            args: tuple = ()
-            kwargs: dict = {}
+            args: tuple[Any, ...] = ()
+            kwargs: dict[str, Any] = {}
         else:
             inputs, targets, args, kwargs = batch
         inputs_meta = targets_meta = None
@@ -366,10 +408,9 @@ class SharpnessAwareIteration:
             return pred[self.output_index]
         return pred
 
-    def _clean_pass(
-        self, engine: Any, plan: PrecisionPlan, inputs: Any, targets: Any, args: tuple, kwargs: dict
-    ):
+    def _clean_pass(self, engine: SupervisedTrainer, plan: PrecisionPlan, batch: Batch) -> torch.Tensor:
         """Pass 0 forward + loss, firing FORWARD_COMPLETED and LOSS_COMPLETED like MONAI's ``_iteration``."""
+        inputs, targets, args, kwargs = batch
         with plan.autocast():
             pred = engine.inferer(inputs, engine.network, *args, **kwargs)
             engine.state.output[Keys.PRED] = self._select_output(pred)
@@ -378,11 +419,15 @@ class SharpnessAwareIteration:
                 engine.state.output[Keys.PRED], targets
             ).mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        loss = engine.state.output[Keys.LOSS]
+        loss: torch.Tensor = engine.state.output[Keys.LOSS]
         return loss
 
     def _check_finite(
-        self, engine: Any, optimizer: Any, plan: PrecisionPlan, sharpness: bool, step_ends: bool
+        self,
+        engine: SupervisedTrainer,
+        optimizer: torch.optim.Optimizer,
+        plan: PrecisionPlan,
+        step_ends: bool,
     ) -> None:
         """Raise before the optimizer step when the clean loss, or at a step the final gradient, is NaN/inf.
 
@@ -408,7 +453,7 @@ class SharpnessAwareIteration:
         if grad_finite and not grad_finite[0]:
             raise FloatingPointError(
                 f"SharpnessAwareIteration: the final gradient is not finite (inf/NaN) {where}, although the "
-                f"clean loss is finite ({_gradient_fault(optimizer, sharpness)}). Training stopped before "
+                f"clean loss is finite ({_gradient_fault(optimizer)}). Training stopped before "
                 "the optimizer step: the weights and the optimizer state are unchanged. Under bf16/fp16 "
                 "autocast this is overflow of the low-precision backward: train in fp32 (no CPU autocast, "
                 "the default) or use fp16 with a GradScaler (grad_scaler=True), which skips such steps. "
@@ -416,23 +461,27 @@ class SharpnessAwareIteration:
                 "anyway."
             )
 
-    def _perturbed_pass(
-        self, engine: Any, plan: PrecisionPlan, inputs: Any, targets: Any, args: tuple, kwargs: dict
-    ):
+    def _perturbed_pass(self, engine: SupervisedTrainer, plan: PrecisionPlan, batch: Batch) -> torch.Tensor:
+        """Pass k >= 1: forward + loss at the perturbed point (no MONAI events; ``pred`` stays clean)."""
+        inputs, targets, args, kwargs = batch
         with plan.autocast():
             pred = self._select_output(engine.inferer(inputs, engine.network, *args, **kwargs))
-            return engine.loss_function(pred, targets).mean()
+            loss: torch.Tensor = engine.loss_function(pred, targets).mean()
+            return loss
 
-    def _optimizer_step(self, engine: Any, optimizer: Any, plan: PrecisionPlan, sharpness: bool) -> None:
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, plan: PrecisionPlan) -> None:
         """Unscale (only when clipping), clip, step, update the scale."""
         scaler = plan.scaler
         if self.max_norm is not None:
             if scaler is not None:
-                scaler.unscale_(optimizer.base_optimizer if sharpness else optimizer)
+                base = (
+                    optimizer.base_optimizer if isinstance(optimizer, SharpnessAwareOptimizer) else optimizer
+                )
+                scaler.unscale_(base)
             torch.nn.utils.clip_grad_norm_(
                 _optimizer_params(optimizer), self.max_norm, norm_type=self.norm_type, foreach=True
             )
-        if sharpness:
+        if isinstance(optimizer, SharpnessAwareOptimizer):
             optimizer.base_step(scaler, check_finite=False)  # checked in _check_finite (one host read)
         elif scaler is not None:
             scaler.step(optimizer)
@@ -441,109 +490,107 @@ class SharpnessAwareIteration:
         if scaler is not None:
             scaler.update()
 
-    def _single_pass(
-        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, window: tuple
+    def _monai_iteration(
+        self,
+        engine: SupervisedTrainer,
+        optimizer: torch.optim.Optimizer,
+        plan: PrecisionPlan,
+        batch: Batch,
+        window: Window,
     ) -> None:
         """MONAI's ``_iteration`` body for a plain optimizer (same operations in the same order)."""
         acc = engine.accumulation_steps
         starts, ends = window
         if starts:
             optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        loss = self._clean_pass(engine, plan, *batch)
+        loss = self._clean_pass(engine, plan, batch)
         plan.backward(loss / acc if acc > 1 else loss)
-        self._check_finite(engine, optimizer, plan, sharpness=False, step_ends=ends)
+        self._check_finite(engine, optimizer, plan, step_ends=ends)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if ends:
-            self._optimizer_step(engine, optimizer, plan, sharpness=False)
+            self._optimizer_step(optimizer, plan)
 
-    def _sharpness_passes(
-        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, window: tuple
+    def _sharpness_aware_step(
+        self,
+        engine: SupervisedTrainer,
+        optimizer: SharpnessAwareOptimizer,
+        plan: StepPlan,
+        batch: Batch,
+        window: Window,
     ) -> None:
-        """All passes of one micro-batch, then the base step when the accumulation window ends."""
-        acc = engine.accumulation_steps
-        if acc > 1 and _has_post_step_correction(optimizer):
-            raise ValueError(
-                f"{type(optimizer).__name__} keeps part of its update inside the optimizer (WSAM "
-                "decouple=True, bSAM's precision), which gradient accumulation cannot sum: use "
-                "accumulation_steps=1 (or WSAM decouple=False)."
-            )
-        ddp = _DistributedPlan(find_ddp(engine.network), self._ddp_mode(engine, optimizer), optimizer)
-        self._run_passes(engine, optimizer, plan, batch, ddp)
-        ends = window[1]
-        params = _optimizer_params(optimizer)
-        if acc > 1:
-            self._buffer.add_grads(params)
-            if ends:
-                self._buffer.write_to_grads(params)
-            else:
-                optimizer.end_passes()
-        if ends and ddp.mode == _DDP_LOCAL:
-            average_gradients(params, ddp.module.process_group)
-        # after the all-reduce: every rank sees the same final gradient and takes the same decision
-        self._check_finite(engine, optimizer, plan, sharpness=True, step_ends=ends)
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if ends:
-            self._optimizer_step(engine, optimizer, plan, sharpness=True)
+        """One micro-batch of a monai-sam method: steps 2-6 of docs/monai.md's "What one iteration does".
 
-    def _sharpness_step(
-        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, window: tuple
-    ) -> None:
-        """The passes and step of a monai_sam optimizer; the network holds ``w`` before and after it.
-
-        MSAM rests at its momentum-ascent point between optimizer steps: it moves there here and back to
-        the true weights at the end, so every handler (validation, checkpoints, sharpness, logging) sees
-        ``w``. A step that raises is closed first, so no perturbed weights reach an exception handler.
+        The network holds ``w`` before and after it: MSAM, which rests at its momentum-ascent point between
+        optimizer steps, moves there first and back to ``w`` at the end, so every handler (validation,
+        checkpoints, sharpness, logging) sees ``w``. A step that raises is closed first, so no perturbed
+        weights reach an exception handler.
         """
-        if optimizer.perturbed_between_steps:
-            optimizer.rest_at_true_weights = True  # this iteration moves to the ascent point itself
+        precision, acc, ends = plan.precision, engine.accumulation_steps, window[1]
+        scopes = plan.pass_scopes(optimizer)
+        rng = RngReplay(torch.device(engine.state.device or "cpu")) if self.replay_rng else None
         optimizer.move_to_perturbed_point()
         try:
-            self._sharpness_passes(engine, optimizer, plan, batch, window)
+            # 2. zero the gradients; 3. pass 0 at w (MONAI's events), its backward
+            optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            if rng is not None:
+                rng.capture()
+            with scopes.pass_scope(0):
+                clean_loss = self._clean_pass(engine, precision, batch)
+                precision.backward(clean_loss / acc if acc > 1 else clean_loss)
+            self._pass_completed(engine, 0)
+            # 4. perturb, then pass k at the perturbed point
+            last_loss, perturbed_losses = clean_loss.detach(), []
+            for k in range(1, scopes.num_passes):
+                optimizer.perturb(scopes.loss_for_optimizer(last_loss))
+                engine.fire_event(SharpnessEvents.PERTURBED)
+                replay = rng.replay() if rng is not None else contextlib.nullcontext()
+                # The backward stays inside the BN context: autograd saved the running buffers it restores.
+                with scopes.pass_scope(k), self._bn_context(engine.network):
+                    with replay:
+                        loss = self._perturbed_pass(engine, precision, batch)
+                    precision.backward(loss / acc if acc > 1 else loss)
+                last_loss = loss.detach()
+                perturbed_losses.append(last_loss)
+                self._pass_completed(engine, k)
+            self._record_losses(engine, clean_loss.detach(), perturbed_losses, scopes.num_passes)
+            # 5. restore w, final gradient in .grad; sum micro-batches, average ranks; finite check
+            optimizer.unperturb(scopes.loss_for_optimizer(last_loss))
+            engine.fire_event(SharpnessEvents.RESTORED)
+            self._final_gradient(engine, optimizer, plan, ends)
+            self._check_finite(engine, optimizer, precision, step_ends=ends)
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            # 6. unscale, clip, base step, scaler update
+            if ends:
+                self._optimizer_step(optimizer, precision)
         except BaseException:
             optimizer.end_passes()
             raise
         finally:
             optimizer.move_to_true_weights()
 
-    def _run_passes(
-        self, engine: Any, optimizer: Any, plan: PrecisionPlan, batch: tuple, ddp: _DistributedPlan
+    def _final_gradient(
+        self, engine: SupervisedTrainer, optimizer: SharpnessAwareOptimizer, plan: StepPlan, ends: bool
     ) -> None:
-        """Pass 0, perturb + pass k for the others, unperturb: the final gradient is left in ``.grad``."""
-        acc = engine.accumulation_steps
-        rng = RngReplay(torch.device(engine.state.device or "cpu")) if self.replay_rng else None
-        optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if rng is not None:
-            rng.capture()
-        with ddp.pass_scope(0):
-            clean_loss = self._clean_pass(engine, plan, *batch)
-            plan.backward(clean_loss / acc if acc > 1 else clean_loss)
-        self._pass_completed(engine, 0)
-        last_loss = clean_loss.detach()
-        perturbed_losses = []
-        for k in range(1, ddp.num_passes):
-            optimizer.perturb(ddp.loss_for_optimizer(last_loss))
-            engine.fire_event(SharpnessEvents.PERTURBED)
-            replay = rng.replay() if rng is not None else contextlib.nullcontext()
-            # The backward stays inside the BN context: autograd saved the running buffers it restores.
-            with ddp.pass_scope(k), self._bn_context(engine.network):
-                with replay:
-                    loss = self._perturbed_pass(engine, plan, *batch)
-                plan.backward(loss / acc if acc > 1 else loss)
-            last_loss = loss.detach()
-            perturbed_losses.append(last_loss)
-            self._pass_completed(engine, k)
-        self._record_losses(engine, clean_loss.detach(), perturbed_losses, ddp.num_passes)
-        optimizer.unperturb(ddp.loss_for_optimizer(last_loss))
-        engine.fire_event(SharpnessEvents.RESTORED)
+        """Sum the micro-batches of gradient accumulation and, at a step, average a local DDP mode's ranks."""
+        params = _optimizer_params(optimizer)
+        if engine.accumulation_steps > 1:
+            self._buffer.add_grads(params)
+            if ends:
+                self._buffer.write_to_grads(params)
+            else:
+                optimizer.end_passes()
+        if ends and plan.ddp_mode == DDP_LOCAL and plan.ddp is not None:
+            # before the finite check: every rank sees the same final gradient and takes the same decision
+            average_gradients(params, plan.ddp.process_group)
 
     @staticmethod
-    def _pass_completed(engine: Any, index: int) -> None:
+    def _pass_completed(engine: SupervisedTrainer, index: int) -> None:
         engine.state.sharpness_pass = index
         engine.fire_event(SharpnessEvents.PASS_COMPLETED)
 
     @staticmethod
     def _record_losses(
-        engine: Any, clean: torch.Tensor, perturbed: list[torch.Tensor], num_passes: int
+        engine: SupervisedTrainer, clean: torch.Tensor, perturbed: list[torch.Tensor], num_passes: int
     ) -> None:
         first = perturbed[0] if perturbed else torch.full_like(clean, math.nan)
         engine.state.output[SharpnessKeys.LOSS_PERTURBED] = first
@@ -551,16 +598,12 @@ class SharpnessAwareIteration:
         engine.state.output[SharpnessKeys.NUM_PASSES] = num_passes
 
     # ------------------------------------------------------------------ entry point
-    def __call__(self, engine: Any, batchdata: Any) -> Any:
+    def __call__(self, engine: SupervisedTrainer, batchdata: Any) -> Any:
         """Run one training iteration on ``batchdata`` and return ``engine.state.output``."""
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
+        plan = self._plan(engine)  # the run-wide decisions, resolved once
         optimizer = engine.optimizer
-        sharpness = self._is_sharpness_aware(optimizer)
-        if sharpness:
-            self._ensure_events(engine)
-            self._apply_modes(engine, optimizer)
-        plan = self._precision(engine, optimizer, sharpness)
         inputs, targets, args, kwargs, inputs_meta, targets_meta = self._prepare(engine, batchdata)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         window = accumulation_window(
@@ -568,10 +611,10 @@ class SharpnessAwareIteration:
         )
         engine.network.train()
         batch = (inputs, targets, args, kwargs)
-        if sharpness:
-            self._sharpness_step(engine, optimizer, plan, batch, window)
+        if plan.sharpness_aware:
+            self._sharpness_aware_step(engine, cast(SharpnessAwareOptimizer, optimizer), plan, batch, window)
         else:
-            self._single_pass(engine, optimizer, plan, batch, window)
+            self._monai_iteration(engine, optimizer, plan.precision, batch, window)
         if inputs_meta is not None:
             engine.state.output[Keys.IMAGE] = _with_meta(inputs, inputs_meta)
             engine.state.output[Keys.PRED] = _with_meta(engine.state.output[Keys.PRED], inputs_meta)

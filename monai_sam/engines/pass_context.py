@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -17,7 +18,7 @@ momentum to 0 during perturbed passes (davda54 idiom; ``num_batches_tracked`` st
 ``momentum=None`` layers keep averaging)."""
 
 
-def bn_policy_context(policy: str) -> Callable[[torch.nn.Module], contextlib.AbstractContextManager]:
+def bn_policy_context(policy: str) -> Callable[[torch.nn.Module], contextlib.AbstractContextManager[Any]]:
     """Context-manager factory applied to the network around every perturbed pass (pass index >= 1)."""
     from monai_sam.batchnorm import bn_momentum_zero, frozen_running_stats
 
@@ -57,13 +58,13 @@ class RngReplay:
             self._cuda_state = torch.cuda.get_rng_state(self._cuda_index)
 
     @contextlib.contextmanager
-    def replay(self):
+    def replay(self) -> Iterator[None]:
         """Run the body with the captured state, then put the outer stream back where it was."""
         if self._cpu_state is None:
             raise RuntimeError("RngReplay.replay() called before capture().")
         devices = [self._cuda_index] if self._cuda_index is not None else []
         with torch.random.fork_rng(devices=devices):
             torch.set_rng_state(self._cpu_state)
-            if self._cuda_index is not None:
+            if self._cuda_index is not None and self._cuda_state is not None:
                 torch.cuda.set_rng_state(self._cuda_state, self._cuda_index)
             yield

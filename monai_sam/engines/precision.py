@@ -86,7 +86,7 @@ class PrecisionPlan:
     device_type: str
     autocast_kwargs: dict[str, Any] | None = None
     scaler: torch.amp.GradScaler | None = None
-    _context: Callable[[], contextlib.AbstractContextManager] = field(init=False, repr=False)
+    _context: Callable[[], contextlib.AbstractContextManager[Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.autocast_kwargs is None:
@@ -95,7 +95,7 @@ class PrecisionPlan:
             kwargs = self.autocast_kwargs
             self._context = lambda: torch.autocast(self.device_type, **kwargs)
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """A fresh autocast context (a null context when AMP is off)."""
         return self._context()
 
@@ -110,4 +110,5 @@ class PrecisionPlan:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of ``loss``, scaled by the GradScaler when one is used."""
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        scaled.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated

@@ -81,7 +81,7 @@ class RhoScheduleHandler:
             rhos = [group["rho"] for group in groups]
             self.logger.info(f"Current rho: {sum(rhos) / len(rhos)}")
 
-    def _groups(self, engine: Engine) -> list[dict]:
+    def _groups(self, engine: Engine) -> list[dict[str, Any]]:
         optimizer = getattr(engine, "optimizer", None)
         groups = [g for g in getattr(optimizer, "param_groups", []) if "rho" in g]
         if not groups and not self._warned:
@@ -92,11 +92,11 @@ class RhoScheduleHandler:
             )
         return groups
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The wrapped scheduler's state (empty for a callable), for ``CheckpointSaver``."""
         return self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else {}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the wrapped scheduler's state."""
         if hasattr(self.schedule, "load_state_dict"):
             self.schedule.load_state_dict(state_dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
@@ -48,7 +48,7 @@ def explain_negative_sharpness(value: float, logger: logging.Logger | None = Non
     return True
 
 
-def _first_item(output: Any) -> dict:
+def _first_item(output: Any) -> dict[str, Any]:
     """The per-iteration dict: the first decollated item, or the dict itself with ``decollate=False``."""
     if isinstance(output, (list, tuple)):
         return output[0] if output else {}
@@ -59,7 +59,7 @@ def _as_float(value: Any) -> float:
     return float(value.detach().float().mean()) if hasattr(value, "detach") else float(value)
 
 
-def sharpness_output_transform(keys: Sequence[str] = _DEFAULT_KEYS):
+def sharpness_output_transform(keys: Sequence[str] = _DEFAULT_KEYS) -> Callable[[Any], dict[str, float]]:
     """``output_transform`` for ``StatsHandler``/``TensorBoardStatsHandler`` logging loss and sharpness.
 
     Works with decollated (list) and non-decollated (dict) outputs; keys missing from the output
@@ -141,7 +141,7 @@ class SharpnessStatsHandler:
         if SharpnessKeys.NUM_PASSES in item:
             values[SharpnessKeys.NUM_PASSES] = float(item[SharpnessKeys.NUM_PASSES])
         rho = mean_rho(getattr(engine, "optimizer", None))
-        engine.state.rho = rho
+        engine.state.rho = rho  # type: ignore[attr-defined]  # ignite's State takes new attributes
         if rho is not None:
             values["rho"] = rho
         for key, value in values.items():
@@ -159,4 +159,4 @@ class SharpnessStatsHandler:
             if self._counts.get(key):
                 engine.state.metrics[self.prefix + key] = self._sums[key] / self._counts[key]
         if getattr(engine.state, "rho", None) is not None:
-            engine.state.metrics[self.prefix + "rho"] = engine.state.rho
+            engine.state.metrics[self.prefix + "rho"] = engine.state.rho  # type: ignore[attr-defined]

@@ -7,6 +7,8 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
+from monai_sam.optimizers.base import SharpnessAwareOptimizer
+
 __all__ = ["TrueWeightsHandler"]
 
 
@@ -52,13 +54,10 @@ class TrueWeightsHandler:
             engine: the trainer.
         """
         optimizer = self._optimizer(engine)
-        if getattr(optimizer, "perturbed_between_steps", False):
-            optimizer.rest_at_true_weights = (
-                True  # the step ends at w; this handler moves to the ascent point
-            )
-        move = getattr(optimizer, "move_to_perturbed_point", None)
-        if move is not None:
-            move()
+        if isinstance(optimizer, SharpnessAwareOptimizer):
+            # the step ends at w; this handler moves to the ascent point
+            optimizer.set_rest_at_true_weights(True)
+            optimizer.move_to_perturbed_point()
 
     def to_true_weights(self, engine: Engine) -> None:
         """Put the true weights back into the network.
@@ -66,6 +65,6 @@ class TrueWeightsHandler:
         Args:
             engine: the trainer.
         """
-        move = getattr(self._optimizer(engine), "move_to_true_weights", None)
-        if move is not None:
-            move()
+        optimizer = self._optimizer(engine)
+        if isinstance(optimizer, SharpnessAwareOptimizer):
+            optimizer.move_to_true_weights()

@@ -17,6 +17,7 @@ from monai_sam.optimizers.gsam import GSAM
 from monai_sam.optimizers.looksam import LookSAM
 from monai_sam.optimizers.msam import MSAM
 from monai_sam.optimizers.perturbation_set import norm_parameters
+from monai_sam.optimizers.registry import METHOD_REGISTRY, MethodInfo, canonical_name, find_method
 from monai_sam.optimizers.rho_schedule import GSAMRhoScheduler
 from monai_sam.optimizers.sam import SAM
 from monai_sam.optimizers.ssam import SSAM
@@ -30,6 +31,7 @@ __all__ = [
     "FSAM",
     "GCSAM",
     "GSAM",
+    "METHOD_REGISTRY",
     "MSAM",
     "SAM",
     "SSAM",
@@ -39,9 +41,12 @@ __all__ = [
     "FrobSAM",
     "GSAMRhoScheduler",
     "LookSAM",
+    "MethodInfo",
     "SharpnessAwareOptimizer",
     "available_optimizers",
+    "canonical_name",
     "create_optimizer",
+    "find_method",
     "norm_parameters",
     "wrap_optimizer",
 ]

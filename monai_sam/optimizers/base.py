@@ -16,18 +16,17 @@ import contextlib
 import inspect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from monai_sam.optimizers.ascent import ascent_directions, ascent_offsets, move_to_offset_, restore_
 from monai_sam.optimizers.functional import (
     all_finite,
     global_norm,
     inverse_norm,
-    scale_by,
-    zero_non_finite_,
 )
 from monai_sam.optimizers.perturbation_set import perturbed_param_ids
 
@@ -51,30 +50,25 @@ def check_step_option(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open=False):
-    """Raise ValueError naming ``name`` unless ``low <(=) value <(=) high``."""
+def check_range(
+    name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Raise ValueError naming ``name`` unless ``low <(=) value <(=) high`` (a hyperparameter check).
+
+    Args:
+        name: the hyperparameter's name, for the message.
+        value: its value.
+        low: lower bound.
+        high: upper bound.
+        low_open: exclude ``low`` itself.
+        high_open: exclude ``high`` itself.
+    """
     ok_low = value > low if low_open else value >= low
     ok_high = value < high if high_open else value <= high
     if not (ok_low and ok_high):
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
         raise ValueError(f"Invalid {name}={value!r}: must be in {lo}{low}, {high}{hi}.")
-
-
-def _multiply_where_given(tensors: list[Tensor], factors: list[Tensor | None], inplace: bool) -> list[Tensor]:
-    """``t * f`` where a factor is given (foreach over that subset); other tensors are passed through."""
-    rows = [i for i, f in enumerate(factors) if f is not None]
-    if not rows:
-        return list(tensors)
-    subset = [tensors[i] for i in rows]
-    given = [factors[i] for i in rows]
-    out = list(tensors)
-    if inplace:
-        torch._foreach_mul_(subset, given)
-    else:
-        for i, value in zip(rows, torch._foreach_mul(subset, given)):
-            out[i] = value
-    return out
 
 
 class SharpnessAwareOptimizer(Optimizer):
@@ -147,7 +141,7 @@ class SharpnessAwareOptimizer(Optimizer):
         **base_kwargs: Any,
     ) -> None:
         hyper = dict(hyperparameters or {})
-        _check_range("eps", eps, 0.0, float("inf"))
+        check_range("eps", eps, 0.0, float("inf"))
         # Checked again by the setters below; first here, before a given base instance is touched.
         check_step_option("interval", interval, 1)
         check_step_option("start_step", start_step, 0)
@@ -204,7 +198,11 @@ class SharpnessAwareOptimizer(Optimizer):
         return None
 
     @staticmethod
-    def _build_base(params, base_optimizer, base_kwargs: dict[str, Any]) -> Optimizer:
+    def _build_base(
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer] | Optimizer,
+        base_kwargs: dict[str, Any],
+    ) -> Optimizer:
         if isinstance(base_optimizer, Optimizer):
             if base_kwargs:
                 raise ValueError(
@@ -212,7 +210,7 @@ class SharpnessAwareOptimizer(Optimizer):
                     "(configure the instance instead, or pass its class)."
                 )
             own = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
-            given = []
+            given: list[Tensor] = []
             for item in params:
                 given.extend(item["params"] if isinstance(item, dict) else [item])
             if {id(p) for p in given} != own:
@@ -230,10 +228,11 @@ class SharpnessAwareOptimizer(Optimizer):
         """Check the method hyperparameters of one param group (subclasses extend)."""
         for name in self.non_negative:
             if name in group:
-                _check_range(name, group[name], 0.0, float("inf"))
+                check_range(name, group[name], 0.0, float("inf"))
 
     def _first_param(self) -> Tensor:
-        return self.param_groups[0]["params"][0]
+        first: Tensor = self.param_groups[0]["params"][0]
+        return first
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group to the base optimizer, with this method's hyperparameter defaults."""
@@ -263,6 +262,18 @@ class SharpnessAwareOptimizer(Optimizer):
     @start_step.setter
     def start_step(self, value: int) -> None:
         self._start_step = check_step_option("start_step", value, 0)
+
+    def set_modes(self, *, interval: int | None = None, start_step: int | None = None) -> None:
+        """Set the pass-skipping modes (a driver's switch; monai-sam's MONAI iteration uses it).
+
+        Args:
+            interval: the full method every ``interval``-th step (>= 1); None keeps the current one.
+            start_step: plain base-optimizer steps before this one (>= 0); None keeps the current one.
+        """
+        if interval is not None:
+            self.interval = interval
+        if start_step is not None:
+            self.start_step = start_step
 
     @property
     def num_passes(self) -> int:
@@ -322,7 +333,7 @@ class SharpnessAwareOptimizer(Optimizer):
         self._check_loss(loss, "unperturb")
         if n == 1:
             self._full_step = False
-            self._single_pass(loss)
+            self._one_pass_step(loss)
         else:
             self._restore()
             self._combine(loss)
@@ -427,7 +438,9 @@ class SharpnessAwareOptimizer(Optimizer):
         skipped = torch.zeros((), dtype=torch.bool, device=device)
         for value in found.values():
             skipped = skipped | (value.to(device) > 0)
-        inv_scale = scaler._get_scale_async().to(device).double().reciprocal().float()
+        scale = scaler._get_scale_async()
+        assert scale is not None  # an enabled scaler has a scale
+        inv_scale = scale.to(device).double().reciprocal().float()
         return skipped, inv_scale
 
     def first_step(self, loss: Tensor | None = None) -> None:
@@ -439,7 +452,7 @@ class SharpnessAwareOptimizer(Optimizer):
         self.unperturb(loss)
         self.base_step()
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Run a whole sharpness-aware step, calling ``closure`` once per pass.
 
         The gradients are cleared before every call, so the closure may or may not zero them itself. It
@@ -491,6 +504,18 @@ class SharpnessAwareOptimizer(Optimizer):
     def _at_perturbed_point(self) -> bool:
         return False
 
+    def set_rest_at_true_weights(self, rest: bool) -> None:
+        """Where a method that waits at a perturbed point between steps (MSAM) ends each step.
+
+        False (its default in a plain loop): at the perturbed point, ready for the next step's pass. True:
+        at the true weights, for a driver that moves to the perturbed point itself before each step
+        (monai-sam's MONAI iteration and :class:`~monai_sam.handlers.TrueWeightsHandler` do). A no-op for
+        methods that always end at ``w``.
+
+        Args:
+            rest: end each step at the true weights.
+        """
+
     def move_to_true_weights(self) -> None:
         """Put the true weights ``w`` into the parameters between steps (no-op unless
         :attr:`perturbed_between_steps`)."""
@@ -507,8 +532,9 @@ class SharpnessAwareOptimizer(Optimizer):
     def _combine(self, loss: Tensor | None) -> None:
         """After the restore: turn the last pass's ``.grad`` (and stored state) into the final gradient."""
 
-    def _single_pass(self, loss: Tensor | None) -> None:
-        """A skipped step: ``.grad`` holds g0 and the base optimizer uses it as is (no extra work at all)."""
+    def _one_pass_step(self, loss: Tensor | None) -> None:
+        """A one-pass step (skipped by interval/start_step, or MSAM's every step): ``.grad`` holds the pass's
+        gradient and the base optimizer uses it as is (no extra work at all)."""
 
     def _after_base_step(self, skipped: Tensor | None, inv_scale: Tensor | None) -> None:
         """Post-step correction of a full step; ``skipped``/``inv_scale`` come from an enabled GradScaler."""
@@ -589,15 +615,12 @@ class SharpnessAwareOptimizer(Optimizer):
 
     def _move_to_backup_plus(self, params: list[Tensor], offsets: list[Tensor], alpha: float = 1.0) -> None:
         """``w <- backup + alpha * offset`` (never by subtracting from the current point)."""
-        saved = [self.method_state[p][BACKUP] for p in params]
-        torch._foreach_copy_(params, saved)
-        torch._foreach_add_(params, offsets, alpha=alpha)
+        move_to_offset_(params, [self.method_state[p][BACKUP] for p in params], offsets, alpha)
 
     def _restore(self) -> None:
         """Copy back every weight that was perturbed in this step and drop the backups."""
         params, saved = self._backed_up()
-        if params:
-            torch._foreach_copy_(params, saved)
+        restore_(params, saved)
         for p in params:
             del self.method_state[p][BACKUP]
 
@@ -659,6 +682,19 @@ class SharpnessAwareOptimizer(Optimizer):
         """
         return None
 
+    @staticmethod
+    def _split_perturbed(
+        per_group: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]], chosen: frozenset[int]
+    ) -> tuple[list[tuple[dict[str, Any], list[Tensor], list[Tensor]]], list[Tensor]]:
+        """SAM-ON: (the perturbed members of every group, the parameters with a gradient that stay at w)."""
+        kept_groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]] = []
+        resting: list[Tensor] = []
+        for group, params, _ in per_group:
+            kept = [p for p in params if id(p) in chosen]
+            resting.extend(p for p in params if id(p) not in chosen)
+            kept_groups.append((group, kept, [cast(Tensor, p.grad) for p in kept]))
+        return kept_groups, resting
+
     def _ascend(self, keep_clean: bool = False) -> None:
         """The SAM ascent from the pass-0 gradients: ``w <- w + rho * T^2 g / (||T g|| + eps)``.
 
@@ -670,13 +706,7 @@ class SharpnessAwareOptimizer(Optimizer):
         norm = self._record_clean_norm([g for _, _, grads in per_group for g in grads])
         resting: list[Tensor] = []  # SAM-ON: parameters with a gradient that stay at w
         if self._perturbed_ids is not None:
-            chosen = self._perturbed_ids
-            resting = [p for _, params, _ in per_group for p in params if id(p) not in chosen]
-            per_group = [
-                (group, kept, [p.grad for p in kept])
-                for group, params, _ in per_group
-                for kept in [[p for p in params if id(p) in chosen]]
-            ]
+            per_group, resting = self._split_perturbed(per_group, self._perturbed_ids)
             norm = global_norm([g for _, _, grads in per_group for g in grads], device=norm.device)
         self._backup([p for _, params, _ in per_group for p in params])
         norm = self._ascent_direction_(per_group, norm)
@@ -684,7 +714,7 @@ class SharpnessAwareOptimizer(Optimizer):
         adaptive = any(t is not None for t in transforms)
         directions = []  # T g per group: in place when g0 is not kept, so it costs no buffer
         for (_, _, grads), t in zip(per_group, transforms):
-            directions.append(grads if t is None else _multiply_where_given(grads, t, inplace=not keep_clean))
+            directions.append(ascent_directions(grads, t, inplace=not keep_clean))
         if adaptive:
             norm = global_norm([d for ds in directions for d in ds], device=self.last_grad_norm.device)
             self.last_perturbation_skipped = self.last_perturbation_skipped | ~torch.isfinite(norm)
@@ -696,10 +726,7 @@ class SharpnessAwareOptimizer(Optimizer):
             if not params:
                 continue
             # In place when g0 is not needed any more (SAM, ASAM): the gradient buffer becomes e.
-            e = scale_by(direction, inv * group["rho"], inplace=not keep_clean)
-            if t is not None:
-                _multiply_where_given(e, t, inplace=True)
-            zero_non_finite_(e)
+            e = ascent_offsets(direction, inv * group["rho"], t, inplace=not keep_clean)
             if keep_clean:
                 self._stash(CLEAN_GRAD, params)
             if t is None:

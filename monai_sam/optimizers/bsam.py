@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import BACKUP, SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.base import BACKUP, SharpnessAwareOptimizer, check_range
 from monai_sam.optimizers.functional import global_norm, zero_non_finite_
 from monai_sam.optimizers.noise import NoiseGenerators
 
@@ -24,7 +24,7 @@ def _check_betas(betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas={betas!r}: expected two numbers in [0, 1).")
     for name, value in zip(("betas[0]", "betas[1]"), betas):
-        _check_range(name, value, 0.0, 1.0, high_open=True)
+        check_range(name, value, 0.0, 1.0, high_open=True)
     return float(betas[0]), float(betas[1])
 
 
@@ -55,10 +55,10 @@ class BSAMUpdate(Optimizer):
         damping: float = 0.1,
         s_init: float = 1.0,
     ) -> None:
-        _check_range("lr", lr, 0.0, float("inf"))
-        _check_range("weight_decay", weight_decay, 0.0, float("inf"))
-        _check_range("damping", damping, 0.0, float("inf"))
-        _check_range("s_init", s_init, 0.0, float("inf"), low_open=True)
+        check_range("lr", lr, 0.0, float("inf"))
+        check_range("weight_decay", weight_decay, 0.0, float("inf"))
+        check_range("damping", damping, 0.0, float("inf"))
+        check_range("s_init", s_init, 0.0, float("inf"), low_open=True)
         defaults = {"lr": lr, "betas": _check_betas(betas), "weight_decay": weight_decay, "damping": damping}
         super().__init__(params, defaults)
         #: per parameter, the gradient that drives the precision update of the next step (consumed by it)
@@ -69,7 +69,7 @@ class BSAMUpdate(Optimizer):
                 self.state[p][PRECISION] = torch.full_like(p, s_init, memory_format=torch.preserve_format)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One update from ``.grad`` (and :attr:`precision_grads`, which it clears)."""
         loss = None
         if closure is not None:
@@ -202,13 +202,14 @@ class BSAM(SharpnessAwareOptimizer):
             perturb=perturb,
             model=model,
         )
+        self._update = base  # the base optimizer, typed as bSAM's own update
         self._noise = NoiseGenerators(type(self).__name__, generator)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
         group["betas"] = _check_betas(group["betas"])
         for name in ("lr", "weight_decay", "damping"):
-            _check_range(name, group[name], 0.0, float("inf"))
+            check_range(name, group[name], 0.0, float("inf"))
 
     def _fill_noise_(self, tensors: list[Tensor]) -> None:
         """Overwrite ``tensors`` with standard normal noise from the checkpointed generators."""
@@ -256,11 +257,11 @@ class BSAM(SharpnessAwareOptimizer):
             p.grad = None
 
     def _combine(self, loss: Tensor | None) -> None:
-        self.base_optimizer.precision_grads = self._take(NOISY_GRAD)
+        self._update.precision_grads = self._take(NOISY_GRAD)
 
     def end_passes(self) -> None:
         """See :meth:`SharpnessAwareOptimizer.end_passes`; also drops the pending precision gradients."""
-        self.base_optimizer.precision_grads = {}
+        self._update.precision_grads = {}
         super().end_passes()
 
     def _extra_state(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import _check_range, check_step_option
+from monai_sam.optimizers.base import check_range, check_step_option
 from monai_sam.optimizers.functional import scale_by
 from monai_sam.optimizers.zeroth_order import RandomPerturbationOptimizer
 
@@ -58,7 +58,7 @@ class DetSAM(RandomPerturbationOptimizer):
         **base_kwargs: Any,
     ) -> None:
         check_step_option("n_samples", n_samples, 1)
-        _check_range("half_cube_len", half_cube_len, 0.0, float("inf"), low_open=True)
+        check_range("half_cube_len", half_cube_len, 0.0, float("inf"), low_open=True)
         self.half_cube_len = float(half_cube_len)
         super().__init__(
             params,

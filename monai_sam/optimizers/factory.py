@@ -4,98 +4,95 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.asam import ASAM
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
-from monai_sam.optimizers.bsam import BSAM
-from monai_sam.optimizers.crsam import CRSAM
-from monai_sam.optimizers.detsam import DetSAM
-from monai_sam.optimizers.frobsam import FrobSAM
-from monai_sam.optimizers.fsam import FSAM
-from monai_sam.optimizers.gcsam import GCSAM
-from monai_sam.optimizers.gsam import GSAM
-from monai_sam.optimizers.looksam import LookSAM
-from monai_sam.optimizers.msam import MSAM
-from monai_sam.optimizers.sam import SAM
-from monai_sam.optimizers.ssam import SSAM
-from monai_sam.optimizers.wsam import WSAM
+from monai_sam.optimizers.registry import (
+    METHOD_REGISTRY,
+    PLAIN_OPTIMIZERS,
+    SHARED_KEYWORDS,
+    MethodInfo,
+    canonical_name,
+    find_method,
+)
 
 __all__ = ["available_optimizers", "create_optimizer"]
 
 logger = logging.getLogger(__name__)
 
-#: plain torch optimizers, usable as names and as ``base``.
-PLAIN_OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-}
-
-#: sharpness-aware methods by canonical name.
-METHODS: dict[str, type[SharpnessAwareOptimizer]] = {
-    "sam": SAM,
-    "asam": ASAM,
-    "gsam": GSAM,
-    "wsam": WSAM,
-    "crsam": CRSAM,
-    "ssam": SSAM,
-    "frobsam": FrobSAM,
-    "detsam": DetSAM,
-    "looksam": LookSAM,
-    "msam": MSAM,
-    "gcsam": GCSAM,
-    "fsam": FSAM,
-    "bsam": BSAM,
-}
-
-#: options every method takes through the base class (SAM-ON: ``perturb="norm", model=net``).
-SHARED_KEYWORDS = frozenset({"perturb", "model"})
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("-", "").replace("_", "")
+#: sharpness-aware methods by canonical name (a view of :data:`~monai_sam.optimizers.METHOD_REGISTRY`).
+METHODS: Mapping[str, type[SharpnessAwareOptimizer]] = MappingProxyType(
+    {info.name: info.cls for info in METHOD_REGISTRY}
+)
 
 
 def available_optimizers() -> list[str]:
     """Canonical names accepted by :func:`create_optimizer` (plain ones first)."""
-    return [*PLAIN_OPTIMIZERS, *METHODS]
+    return [*PLAIN_OPTIMIZERS, *(info.name for info in METHOD_REGISTRY)]
 
 
-def _keyword_names(cls: type) -> set[str]:
+def _base_keywords(cls: type[Optimizer] | None) -> frozenset[str]:
+    """The named keywords of a base optimizer's constructor.
+
+    Base optimizers are any ``torch.optim.Optimizer`` class (a bundle's own included), so they are read
+    from their signature; monai-sam's methods declare theirs in the registry.
+    """
+    if cls is None:
+        return frozenset()
     skip = {"self", "params", "base_optimizer"}
-    return {
+    return frozenset(
         name
         for name, p in inspect.signature(cls.__init__).parameters.items()
         if name not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    }
+    )
 
 
-def _method_only_names() -> set[str]:
-    """Hyperparameters of any registered method (may be ignored when another method is chosen)."""
-    names: set[str] = set(SHARED_KEYWORDS)
-    plain = set().union(*(_keyword_names(c) for c in PLAIN_OPTIMIZERS.values()))
-    for cls in METHODS.values():
-        own = _keyword_names(cls)
+def _foreign_keywords() -> frozenset[str]:
+    """Keywords of any registered method (ignored with a warning when another method is chosen)."""
+    plain = frozenset().union(*(_base_keywords(c) for c in PLAIN_OPTIMIZERS.values()))
+    names = set(SHARED_KEYWORDS)
+    for info in METHOD_REGISTRY:
         # bSAM's lr/betas/weight_decay are base-optimizer names: a wrong one must still raise elsewhere.
-        names |= own - plain if cls.own_update else own
-    return names
+        names |= info.keywords if info.needs_base_optimizer else info.keywords - plain
+    return frozenset(names)
 
 
 def _resolve_base(base: str | type[Optimizer]) -> type[Optimizer]:
     if isinstance(base, str):
-        key = _canonical(base)
+        key = canonical_name(base)
         if key not in PLAIN_OPTIMIZERS:
             raise ValueError(f"Unknown base optimizer {base!r}; expected one of {sorted(PLAIN_OPTIMIZERS)}.")
         return PLAIN_OPTIMIZERS[key]
     if inspect.isclass(base) and issubclass(base, Optimizer):
         return base
     raise TypeError(f"base must be an optimizer name or class, got {base!r}.")
+
+
+def _resolve(
+    name: str, base: str | type[Optimizer]
+) -> tuple[type[Optimizer], frozenset[str], type[Optimizer] | None]:
+    """(class to build, its own keywords, base optimizer class or None) for the optimizer ``name``."""
+    key = canonical_name(name)
+    if key in PLAIN_OPTIMIZERS:
+        return PLAIN_OPTIMIZERS[key], frozenset(), PLAIN_OPTIMIZERS[key]
+    info: MethodInfo | None = find_method(name)
+    if info is None:
+        raise ValueError(f"Unknown optimizer name {name!r}; available: {available_optimizers()}.")
+    base_cls = _resolve_base(base)
+    if info.needs_base_optimizer:
+        return info.cls, info.accepted_keywords, base_cls
+    if base_cls is not torch.optim.Adam:  # bSAM: its own Adam-like update, no base optimizer
+        raise ValueError(
+            f"create_optimizer({name!r}): {info.cls.__name__} has its own update and takes no base "
+            f"optimizer; got base={base!r} (leave the default)."
+        )
+    return info.cls, info.accepted_keywords, None
 
 
 def create_optimizer(
@@ -107,10 +104,10 @@ def create_optimizer(
 ) -> Optimizer:
     """Create a sharpness-aware optimizer (or a plain torch one) by name.
 
-    ``kwargs`` are split by signature into the method's hyperparameters and the base optimizer's keyword
-    arguments. Hyperparameters that belong to another registered method (``rho`` given with ``name="adam"``,
-    ``alpha`` with ``name="sam"``, ...) are ignored with a logged warning, so one config can switch methods
-    by name; any other unknown key raises.
+    ``kwargs`` are split into the method's keywords (declared in its registry record) and the base
+    optimizer's keyword arguments (read from the base class's signature). Hyperparameters that belong to
+    another registered method (``rho`` given with ``name="adam"``, ``alpha`` with ``name="sam"``, ...) are
+    ignored with a logged warning, so one config can switch methods by name; any other unknown key raises.
 
     Args:
         name: one of :func:`available_optimizers` (case-insensitive; ``-`` and ``_`` are ignored, so
@@ -134,31 +131,15 @@ def create_optimizer(
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {name!r}.")
-    key = _canonical(name)
-    if key in PLAIN_OPTIMIZERS:
-        cls, method_keys = PLAIN_OPTIMIZERS[key], set()
-        base_cls = cls
-    elif key in METHODS:
-        cls = METHODS[key]
-        method_keys = _keyword_names(cls) | SHARED_KEYWORDS
-        base_cls = _resolve_base(base)
-        if cls.own_update:  # bSAM: its own Adam-like update, no base optimizer
-            if base_cls is not torch.optim.Adam:
-                raise ValueError(
-                    f"create_optimizer({name!r}): {cls.__name__} has its own update and takes no base "
-                    f"optimizer; got base={base!r} (leave the default)."
-                )
-            base_cls = None
-    else:
-        raise ValueError(f"Unknown optimizer name {name!r}; available: {available_optimizers()}.")
-    base_keys = _keyword_names(base_cls) if base_cls is not None else set()
+    cls, method_keys, base_cls = _resolve(name, base)
+    base_keys = _base_keywords(base_cls)
     for k, v in (method_defaults or {}).items():
         if kwargs.get(k) is None:
             kwargs.pop(k, None)
             if k in method_keys or k in base_keys:
                 kwargs[k] = v
     method_kwargs, base_kwargs, ignored, unknown = {}, {}, [], []
-    foreign = _method_only_names()
+    foreign = _foreign_keywords()
     for k, v in kwargs.items():
         if k in method_keys:
             method_kwargs[k] = v
@@ -178,6 +159,7 @@ def create_optimizer(
         logger.warning(
             "create_optimizer(%r): ignoring %s, not used by %s.", name, sorted(ignored), cls.__name__
         )
+    build: Callable[..., Optimizer] = cls  # a method's constructor takes the base class second
     if cls is base_cls or base_cls is None:
-        return cls(params, **method_kwargs, **base_kwargs)
-    return cls(params, base_cls, **method_kwargs, **base_kwargs)
+        return build(params, **method_kwargs, **base_kwargs)
+    return build(params, base_cls, **method_kwargs, **base_kwargs)

@@ -95,6 +95,7 @@ class FrobSAM(RandomPerturbationOptimizer):
         sum_loss_grad = self._take(SUM_LOSS_GRAD)
         self._restore_clean_grads()
         n = self.n_samples
+        assert self._sum_loss is not None  # every sample's loss was accumulated
         mean_loss = self._sum_loss / n
         self._sum_loss = None
         for group in self.param_groups:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_range
 from monai_sam.optimizers.functional import all_finite, global_norm
 
 __all__ = ["FSAM"]
@@ -75,7 +75,7 @@ class FSAM(SharpnessAwareOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        _check_range("lmbda", group["lmbda"], 0.0, 1.0)
+        check_range("lmbda", group["lmbda"], 0.0, 1.0)
 
     def _ascent_direction_(
         self, per_group: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]], norm: Tensor

@@ -53,7 +53,7 @@ def _widened_pieces(tensors: Sequence[Tensor], dtype: torch.dtype) -> list[Tenso
     out: list[Tensor] = []
     for t in tensors:
         flat = _flat_view(t) if t.dtype != dtype and t.numel() > WIDENED_PIECE else None
-        out.extend(flat.split(WIDENED_PIECE) if flat is not None else [t])
+        out.extend(torch.split(flat, WIDENED_PIECE) if flat is not None else [t])
     return out
 
 
@@ -91,7 +91,8 @@ def joint_norm(
         tensors = _widened_pieces(tensors, dtype)
     norms = torch._foreach_norm(list(tensors), 2, dtype=dtype or _norm_dtype(tensors))
     stacked = torch.stack([n.to(device, non_blocking=True) for n in norms])
-    return torch.linalg.vector_norm(stacked)
+    norm: Tensor = torch.linalg.vector_norm(stacked)
+    return norm
 
 
 def global_norm(tensors: Sequence[Tensor], device: torch.device | None = None) -> Tensor:
@@ -131,7 +132,11 @@ def global_dot(
     device = a[0].device if device is None else device
     pairs = [(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]
     if dtype is not None:
-        pairs = [piece for x, y in pairs for piece in zip(x.split(WIDENED_PIECE), y.split(WIDENED_PIECE))]
+        pairs = [
+            piece
+            for x, y in pairs
+            for piece in zip(torch.split(x, WIDENED_PIECE), torch.split(y, WIDENED_PIECE))
+        ]
     dtype = dtype or _norm_dtype(a)
     # There is no foreach dot product: one vdot kernel per tensor (or piece), summed on the device.
     dots = [torch.vdot(x.to(dtype), y.to(dtype)).to(device) for x, y in pairs]

@@ -96,7 +96,7 @@ class LookSAM(SharpnessAwareOptimizer):
         last = self._gv_norm if self._gv_norm is not None else torch.zeros_like(gv_norm)
         self._gv_norm = torch.where(finite, gv_norm, last.to(gv_norm.device, gv_norm.dtype))
 
-    def _single_pass(self, loss: Tensor | None) -> None:
+    def _one_pass_step(self, loss: Tensor | None) -> None:
         _, grads = self._grads()
         clean_norm = self._record_clean_norm(grads)
         if self._gv_norm is None:

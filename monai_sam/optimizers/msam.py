@@ -133,6 +133,14 @@ class MSAM(SharpnessAwareOptimizer):
         self.rest_at_true_weights = False
         self._ascended: list[Tensor] = []  # parameters now at the ascent point (their w is in the workspace)
 
+    def set_rest_at_true_weights(self, rest: bool) -> None:
+        """See :meth:`SharpnessAwareOptimizer.set_rest_at_true_weights`.
+
+        Args:
+            rest: end each step at the true weights (True) or at the momentum-ascent point (False).
+        """
+        self.rest_at_true_weights = bool(rest)
+
     @classmethod
     def base_problem(
         cls, base: type[Optimizer], base_kwargs: dict[str, Any], hyperparameters: dict[str, Any]
@@ -204,7 +212,7 @@ class MSAM(SharpnessAwareOptimizer):
         self._ascended = []
 
     # ------------------------------------------------------------------ the step
-    def _single_pass(self, loss: Tensor | None) -> None:
+    def _one_pass_step(self, loss: Tensor | None) -> None:
         """The gradient of the pass is in ``.grad``: restore ``w``; the base steps with that gradient."""
         _, grads = self._grads()
         self._record_clean_norm(grads)
@@ -223,7 +231,7 @@ class MSAM(SharpnessAwareOptimizer):
         if not self.rest_at_true_weights:
             self.move_to_perturbed_point()
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One MSAM step.
 
         Args:

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import SharpnessAwareOptimizer
-from monai_sam.optimizers.factory import METHODS, PLAIN_OPTIMIZERS, _canonical, _keyword_names
+from monai_sam.optimizers.registry import METHOD_REGISTRY, PLAIN_OPTIMIZERS, canonical_name, find_method
 
 __all__ = ["KEEP_BASE", "wrap_optimizer", "wrapping_problem"]
 
@@ -42,10 +42,10 @@ def wrapping_problem(
         base_kwargs: its keyword arguments as far as known.
         sam_hyperparameters: the method's keyword arguments.
     """
-    key = _canonical(sam_method) if isinstance(sam_method, str) else None
+    key = canonical_name(sam_method) if isinstance(sam_method, str) else None
     if key == KEEP_BASE:
         return None
-    if key in PLAIN_OPTIMIZERS:
+    if key is not None and key in PLAIN_OPTIMIZERS:
         wanted = PLAIN_OPTIMIZERS[key]
         if sam_base is None or sam_base is wanted:
             return None
@@ -53,14 +53,16 @@ def wrapping_problem(
             f"{sam_method!r} keeps the optimizer as it is only when it is {wanted.__name__}, but it is "
             f"{sam_base.__name__}; use {KEEP_BASE!r} for the optimizer as it is."
         )
-    if key not in METHODS:
+    info = find_method(sam_method) if isinstance(sam_method, str) else None
+    if info is None:
         return (
-            f"{sam_method!r} is not a sharpness-aware method ({sorted(METHODS)}), nor the optimizer as it "
+            f"{sam_method!r} is not a sharpness-aware method ({sorted(i.name for i in METHOD_REGISTRY)}), "
+            "nor the optimizer as it "
             f"is ({KEEP_BASE!r}, or its name: {sorted(PLAIN_OPTIMIZERS)})."
         )
-    cls = METHODS[key]
+    cls = info.cls
     hyper = dict(sam_hyperparameters or {})
-    accepted = _keyword_names(cls)
+    accepted = info.keywords
     unknown = sorted(set(hyper) - accepted)
     if unknown:
         return (
@@ -124,7 +126,7 @@ def wrap_optimizer(
     if problem is not None:
         raise ValueError(f"wrap_optimizer: sam_method={sam_method!r}: {problem}")
     base = sam_base(params, **base_kwargs)
-    key = _canonical(sam_method)
-    if key not in METHODS:  # "none" or the base's own name: the optimizer as it is
+    info = find_method(sam_method)
+    if info is None:  # "none" or the base's own name: the optimizer as it is
         return base
-    return METHODS[key](base.param_groups, base, **dict(sam_hyperparameters or {}))
+    return info.cls(base.param_groups, base, **dict(sam_hyperparameters or {}))

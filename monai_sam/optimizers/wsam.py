@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, _check_range
+from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, check_range
 from monai_sam.optimizers.functional import clip_by_global_norm_, global_norm, scale_by
 
 __all__ = ["WSAM"]
@@ -59,7 +59,7 @@ class WSAM(SharpnessAwareOptimizer):
         **base_kwargs: Any,
     ) -> None:
         if max_norm is not None:
-            _check_range("max_norm", max_norm, 0.0, float("inf"), low_open=True)
+            check_range("max_norm", max_norm, 0.0, float("inf"), low_open=True)
         self.decouple = bool(decouple)
         self.has_post_step_correction = self.decouple
         self.max_norm = max_norm
@@ -77,11 +77,12 @@ class WSAM(SharpnessAwareOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        _check_range("gamma", group["gamma"], 0.0, 1.0, high_open=True)
+        check_range("gamma", group["gamma"], 0.0, 1.0, high_open=True)
 
     @staticmethod
     def _weight(group: dict[str, Any]) -> float:
-        return group["gamma"] / (1.0 - group["gamma"])
+        weight: float = group["gamma"] / (1.0 - group["gamma"])
+        return weight
 
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
         self._ascend(keep_clean=True)
@@ -149,6 +150,7 @@ class WSAM(SharpnessAwareOptimizer):
             sharpness = [stored[p] for p in members]
             if inv_scale is not None:
                 scale_by(sharpness, inv_scale, inplace=True)
+                assert skipped is not None  # given with inv_scale
                 for t in sharpness:  # no foreach masking op exists; only on the GradScaler path
                     t.masked_fill_(skipped, 0.0)
             lr = group["lr"]

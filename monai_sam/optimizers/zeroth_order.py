@@ -76,6 +76,7 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
         raise NotImplementedError
 
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
+        assert loss is not None  # needs_loss: perturb() checked it
         if k == 0:
             params, grads = self._grads()
             self._record_clean_norm(grads)
@@ -97,6 +98,7 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
             torch._foreach_add_(members, [self.method_state[p][BACKUP] for p in members])
 
     def _combine(self, loss: Tensor | None) -> None:
+        assert loss is not None  # needs_loss: unperturb() checked it
         self._accumulate(loss)
         self._finalize()
 

@@ -111,7 +111,8 @@ def test_msam_one_pass_is_a_synchronised_ddp_pass(problem, single_rank_group):
     from torch.nn.parallel import DistributedDataParallel
 
     from monai_sam.engines import SharpnessAwareIteration
-    from monai_sam.engines.iteration import _DDP_LAST_PASS, _DistributedPlan
+    from monai_sam.engines.step_plan import DDP_LAST_PASS as _DDP_LAST_PASS
+    from monai_sam.engines.step_plan import PassScopes as _DistributedPlan
 
     model = DistributedDataParallel(problem.net(hidden=3))
     reference = problem.net(hidden=3)

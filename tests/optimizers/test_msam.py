@@ -10,7 +10,7 @@ import pytest
 import torch
 from optim_helpers import OpLog, Quadratic, batch, closure_for, mse, small_net
 
-from monai_sam.optimizers import MSAM, create_optimizer
+from monai_sam.optimizers import MSAM, SAM, create_optimizer
 
 
 class OfficialSGDMSAM:
@@ -297,3 +297,16 @@ def test_rest_at_true_weights_defers_the_ascent_to_the_driver():
         assert not b._ascended  # the step ended at the true weights
         with a.true_weights():
             assert all(torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
+
+
+def test_set_rest_at_true_weights_is_the_explicit_switch():
+    """Drivers choose where MSAM rests through a method (a no-op for methods that always end at w)."""
+    opt = MSAM(small_net().parameters(), torch.optim.Adam, rho=0.3, lr=1e-2)
+    assert opt.rest_at_true_weights is False
+    opt.set_rest_at_true_weights(True)
+    assert opt.rest_at_true_weights is True
+    opt.set_rest_at_true_weights(False)
+    assert opt.rest_at_true_weights is False
+    sam = SAM(small_net().parameters(), torch.optim.SGD, lr=0.1)
+    sam.set_rest_at_true_weights(True)
+    assert not hasattr(sam, "rest_at_true_weights")
