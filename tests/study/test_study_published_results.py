@@ -16,15 +16,32 @@ from monai_sam.study.runner import load_runs, run_fingerprint
 RESULTS = Path(__file__).resolve().parents[2] / "study" / "results"
 
 
-@pytest.mark.parametrize("preset", ["busi-cpu"])
-def test_published_records_are_the_presets_whole_grid(preset):
+def _published(preset: str) -> tuple[StudyConfig, dict, list[dict]]:
+    """The preset (equal to the published study.yaml), its grid by run id, and the published records."""
     folder = RESULTS / preset
     config = load_preset(preset)
     stored = StudyConfig.from_dict(yaml.safe_load((folder / "study.yaml").read_text()))
     assert stored.to_dict() == config.to_dict()
-    specs = {s.run_id: s for s in expand_grid(config)}
-    records = load_runs(folder)
+    return config, {s.run_id: s for s in expand_grid(config)}, load_runs(folder)
+
+
+@pytest.mark.parametrize("preset", ["busi-cpu"])
+def test_published_records_are_the_presets_whole_grid(preset):
+    config, specs, records = _published(preset)
     assert sorted(r["run_id"] for r in records) == sorted(specs)
     stale = [r["run_id"] for r in records if r["fingerprint"] != run_fingerprint(config, specs[r["run_id"]])]
     assert stale == []
     assert all(r["status"] == "ok" for r in records)
+
+
+@pytest.mark.parametrize("preset", ["busi-transfer"])
+def test_unfinished_published_records_are_paired_cells_of_the_preset(preset):
+    """A study published before its grid finished: every record is a cell of the preset with its current
+    fingerprint, and each (repeat, fold, seed) it covers has every optimizer, so each record has its pairs."""
+    config, specs, records = _published(preset)
+    assert records and all(r["run_id"] in specs and r["status"] == "ok" for r in records)
+    assert all(r["fingerprint"] == run_fingerprint(config, specs[r["run_id"]]) for r in records)
+    recorded = {r["run_id"] for r in records}
+    cells = {(s.repeat, s.fold, s.seed) for s in specs.values() if s.run_id in recorded}
+    cell_specs = [s for s in specs.values() if (s.repeat, s.fold, s.seed) in cells]
+    assert sorted(s.run_id for s in cell_specs) == sorted(recorded)
