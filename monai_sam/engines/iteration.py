@@ -23,6 +23,7 @@ from monai_sam.engines.precision import PrecisionPlan, autocast_settings, defaul
 from monai_sam.engines.step_plan import DDP_LAST_PASS, DDP_LOCAL, DDP_SYNCED, StepPlan
 from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_step_option
 from monai_sam.optimizers.functional import all_finite
+from monai_sam.optimizers.torch_private import grad_scaler_device
 
 __all__ = ["SharpnessAwareIteration"]
 
@@ -258,7 +259,7 @@ class SharpnessAwareIteration:
                 "bfloat16 autocast (amp_dtype='bfloat16' on CUDA, cpu_autocast_dtype='bfloat16' on a CPU) or "
                 "fp32, or pass grad_scaler=False."
             )
-        scaler_device = getattr(self.scaler, "_device", device.type)
+        scaler_device = grad_scaler_device(self.scaler, device.type)
         if scaler_device != device.type:
             raise ValueError(
                 f"SharpnessAwareIteration: the GradScaler is for device {scaler_device!r} but the engine "

@@ -29,6 +29,7 @@ from monai_sam.optimizers.functional import (
     inverse_norm,
 )
 from monai_sam.optimizers.perturbation_set import perturbed_param_ids
+from monai_sam.optimizers.torch_private import grad_scaler_outcome, mark_stepped
 
 __all__ = ["SharpnessAwareOptimizer"]
 
@@ -366,7 +367,7 @@ class SharpnessAwareOptimizer(Optimizer):
         skipped = inv_scale = None
         if scaler is not None and scaler.is_enabled():
             scaler.step(self.base_optimizer)
-            skipped, inv_scale = self._scaler_outcome(scaler)
+            skipped, inv_scale = grad_scaler_outcome(scaler, self.base_optimizer, self._first_param().device)
         else:
             if check_finite and not bool(self.final_gradient_is_finite()):
                 self._refuse_step()
@@ -374,8 +375,7 @@ class SharpnessAwareOptimizer(Optimizer):
         if self._full_step:
             with torch.no_grad():
                 self._after_base_step(skipped, inv_scale)
-        # What torch's LR schedulers check to tell that the optimizer has stepped.
-        self._opt_called = True
+        mark_stepped(self)
         self._step_count += 1
         self._passes_done = 0
         self._unperturbed = False
@@ -430,18 +430,6 @@ class SharpnessAwareOptimizer(Optimizer):
             "GradScaler to base_step(scaler), which skips such steps; bf16: train in fp32). "
             "base_step(check_finite=False) steps anyway."
         )
-
-    def _scaler_outcome(self, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor]:
-        """(skipped, 1/scale) of the scaler step just taken, as device tensors (no host sync)."""
-        device = self._first_param().device
-        found = scaler._per_optimizer_states[id(self.base_optimizer)]["found_inf_per_device"]
-        skipped = torch.zeros((), dtype=torch.bool, device=device)
-        for value in found.values():
-            skipped = skipped | (value.to(device) > 0)
-        scale = scaler._get_scale_async()
-        assert scale is not None  # an enabled scaler has a scale
-        inv_scale = scale.to(device).double().reciprocal().float()
-        return skipped, inv_scale
 
     def first_step(self, loss: Tensor | None = None) -> None:
         """davda54-style alias of :meth:`perturb` for two-pass methods."""
