@@ -251,7 +251,7 @@ class SharpnessAwareIteration:
             if self._scaler_mode is not None
             else (kwargs is not None and dtype == torch.float16)
         )
-        if not use_scaler:
+        if not use_scaler or self.scaler is None:
             return PrecisionPlan(device.type, kwargs)
         if isinstance(optimizer, SharpnessAwareOptimizer) and not optimizer.supports_grad_scaler:
             raise ValueError(
