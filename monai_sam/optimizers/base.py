@@ -2,12 +2,14 @@
 
 A sharpness-aware step runs several forward/backward passes over the same mini-batch at nearby points
 (``w``, ``w + e``, ...), restores ``w`` by copy and hands one combined gradient to a base optimizer
-(SGD, Adam, AdamW, ...). :class:`SharpnessAwareOptimizer` owns everything that is common to all methods:
-the pass-by-pass state machine, the base optimizer and its shared param groups and state, restoring the
-weights, the SAM-style ascent, the closure API, GradScaler support, the ``interval`` efficient mode and
-checkpointing. A method only overrides the hooks :meth:`_after_pass`, :meth:`_combine`,
-:meth:`_ascent_direction_` (GCSAM, F-SAM: the direction and norm of the SAM ascent) and, rarely,
-:meth:`_after_base_step`.
+(SGD, Adam, AdamW, ...). :class:`SharpnessAwareOptimizer` wires together what is common to all methods:
+the pass state machine (:class:`~monai_sam.optimizers.step_passes.StepPasses`), the weight backup
+(:class:`~monai_sam.optimizers.weight_backup.WeightBackup`), the base optimizer and its shared param
+groups and state, the SAM-style ascent (the pure functions of :mod:`monai_sam.optimizers.ascent`), the
+closure API, GradScaler support and checkpointing. A method declares its per-parameter tensors as
+:class:`~monai_sam.optimizers.param_buffers.ParamBuffer` attributes and overrides the hooks
+:meth:`_after_pass`, :meth:`_combine`, :meth:`_ascent_direction_` (GCSAM, F-SAM: the direction and norm of
+the SAM ascent) and, rarely, :meth:`_after_base_step`.
 """
 
 from __future__ import annotations
@@ -22,19 +24,22 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.ascent import ascent_directions, ascent_offsets, move_to_offset_, restore_
+from monai_sam.optimizers.ascent import ascent_directions, ascent_offsets
 from monai_sam.optimizers.functional import (
     all_finite,
     global_norm,
     inverse_norm,
 )
+from monai_sam.optimizers.param_buffers import ParamBuffer
 from monai_sam.optimizers.perturbation_set import perturbed_param_ids
+from monai_sam.optimizers.step_passes import StepPasses, check_step_option
 from monai_sam.optimizers.torch_private import grad_scaler_outcome, mark_stepped
+from monai_sam.optimizers.weight_backup import WeightBackup
 
-__all__ = ["SharpnessAwareOptimizer"]
+__all__ = ["SharpnessAwareOptimizer", "check_range", "check_step_option"]
 
-BACKUP = "sam_backup"  # this step's copy of w (a view of the persistent workspace; gone between steps)
-CLEAN_GRAD = "sam_clean_grad"  # peak: g0 (the pass-0 gradient tensor itself, moved, not copied)
+# The key this step's copy of w had in ``method_state`` before it moved to WeightBackup; no entry uses it.
+BACKUP = "sam_backup"
 
 _STEP_HINT = (
     "{name}.step() needs a closure that computes the loss, calls loss.backward() and returns the loss; "
@@ -42,13 +47,6 @@ _STEP_HINT = (
     "Without a closure use the pass-by-pass API: perturb() after each backward but the last, then "
     "unperturb() and base_step(). MONAI users: monai_sam.engines.SharpnessAwareIteration drives it for you."
 )
-
-
-def check_step_option(name: str, value: Any, minimum: int) -> int:
-    """``value`` if it is an integer (not a bool) ``>= minimum``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Invalid {name}={value!r}: must be an integer >= {minimum}.")
-    return value
 
 
 def check_range(
@@ -120,13 +118,25 @@ class SharpnessAwareOptimizer(Optimizer):
     own_update: bool = False
     #: per-group hyperparameters that must be >= 0 (validated for every group, also added ones).
     non_negative: tuple[str, ...] = ("rho",)
-    #: whether the default pass-0 hook keeps g0 (in ``method_state``) for the combination.
+    #: whether the default pass-0 hook keeps g0 (in :attr:`clean_grad`) for the combination.
     keeps_clean_grad: bool = False
-    #: ``method_state`` keys that persist between steps (all others are peak buffers of one step).
+    #: keys of the method's persistent :class:`ParamBuffer` declarations (set for every subclass).
     persistent_keys: tuple[str, ...] = ()
+    #: peak: g0, the pass-0 gradient tensor itself (moved, not copied), for methods that combine with it.
+    clean_grad = ParamBuffer("sam_clean_grad")
     #: True when the weights rest at a perturbed point between steps (MSAM): evaluation and saving must
     #: then run inside :meth:`true_weights` (the MONAI engines of monai-sam do it for you).
     perturbed_between_steps: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = {
+            value.key: value
+            for klass in reversed(cls.__mro__)
+            for value in vars(klass).values()
+            if isinstance(value, ParamBuffer)
+        }
+        cls.persistent_keys = tuple(key for key, buffer in declared.items() if buffer.persistent)
 
     def __init__(
         self,
@@ -143,9 +153,8 @@ class SharpnessAwareOptimizer(Optimizer):
     ) -> None:
         hyper = dict(hyperparameters or {})
         check_range("eps", eps, 0.0, float("inf"))
-        # Checked again by the setters below; first here, before a given base instance is touched.
-        check_step_option("interval", interval, 1)
-        check_step_option("start_step", start_step, 0)
+        # Checked here, before a given base instance is touched.
+        self._passes = StepPasses(type(self).__name__, interval, start_step)
         base = self._build_base(params, base_optimizer, base_kwargs)
         clash = sorted(set(hyper) & set(base.defaults))
         if clash:
@@ -162,22 +171,15 @@ class SharpnessAwareOptimizer(Optimizer):
         # The method's own per-parameter tensors. Not in the shared ``state``: base optimizers such as Adam
         # initialise a parameter's state when its dict is empty, so foreign keys there would break them.
         self.method_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
-        # Weight backups, allocated once and reused every step (not checkpointed: they hold no state).
-        self._workspace: dict[Tensor, Tensor] = {}
+        self._weights = WeightBackup()  # this step's copy of w, in buffers reused every step
         self.eps = float(eps)
         self.perturb_mode = perturb  # "all" or "norm" (the `perturb` option; perturb() is the pass API)
         # SAM-ON: ids of the perturbed parameters (None: all); the tensors are kept so the ids stay valid.
         self._perturbed_ids, self._perturbed_refs = perturbed_param_ids(
             perturb, model, self._indexed_params(), type(self).__name__
         )
-        self.interval = interval
-        self.start_step = start_step
         for group in self.param_groups:
             self._validate_group(group)
-        self._step_count = 0  # completed steps (full or skipped)
-        self._passes_done = 0  # perturb() calls in the current step
-        self._unperturbed = False
-        self._full_step = True
         device = self._first_param().device
         self.last_perturbation_skipped = torch.zeros((), dtype=torch.bool, device=device)
         self.last_grad_norm = torch.zeros((), dtype=torch.float32, device=device)
@@ -249,20 +251,34 @@ class SharpnessAwareOptimizer(Optimizer):
     @property
     def interval(self) -> int:
         """The full method every ``interval``-th step (counted from ``start_step``), one pass otherwise."""
-        return self._interval
+        return self._passes.interval
 
     @interval.setter
     def interval(self, value: int) -> None:
-        self._interval = check_step_option("interval", value, 1)
+        self._passes.interval = value
 
     @property
     def start_step(self) -> int:
         """Late-phase mode: steps before this one are plain base-optimizer steps with one pass."""
-        return self._start_step
+        return self._passes.start_step
 
     @start_step.setter
     def start_step(self, value: int) -> None:
-        self._start_step = check_step_option("start_step", value, 0)
+        self._passes.start_step = value
+
+    @property
+    def _step_count(self) -> int:
+        """Completed steps (full or one-pass)."""
+        return self._passes.step_count
+
+    @_step_count.setter
+    def _step_count(self, value: int) -> None:
+        self._passes.step_count = value
+
+    @property
+    def _workspace(self) -> dict[Tensor, Tensor]:
+        """The weight backup's persistent buffers (one per parameter ever backed up)."""
+        return self._weights.workspace
 
     def set_modes(self, *, interval: int | None = None, start_step: int | None = None) -> None:
         """Set the pass-skipping modes (a driver's switch; monai-sam's MONAI iteration uses it).
@@ -279,10 +295,7 @@ class SharpnessAwareOptimizer(Optimizer):
     @property
     def num_passes(self) -> int:
         """Forward/backward passes the NEXT step takes (1 on a step skipped by interval or start_step)."""
-        offset = self._step_count - self._start_step
-        if offset < 0 or offset % self._interval:
-            return 1
-        return self.passes_per_step
+        return self._passes.passes_of_next_step(self.passes_per_step)
 
     def _check_loss(self, loss: Tensor | None, call: str) -> None:
         if self.needs_loss and loss is None:
@@ -300,21 +313,13 @@ class SharpnessAwareOptimizer(Optimizer):
         Args:
             loss: the unscaled, detached loss of that pass (required when :attr:`needs_loss`).
         """
-        n = self.num_passes
-        if self._unperturbed:
-            raise RuntimeError(
-                f"{type(self).__name__}.perturb(): call base_step() to finish this step first."
-            )
-        if self._passes_done >= n - 1:
-            raise RuntimeError(
-                f"{type(self).__name__}.perturb() called after pass {self._passes_done + 1} of {n}: "
-                "this was the last pass, call unperturb() now."
-            )
+        passes = self._passes
+        passes.check_perturb(self.num_passes)
         self._check_loss(loss, "perturb")
-        self._full_step = True
-        self._after_pass(self._passes_done, loss)
+        passes.full_step = True
+        self._after_pass(passes.passes_done, loss)
         self.zero_grad(set_to_none=True)
-        self._passes_done += 1
+        passes.passes_done += 1
 
     @torch.no_grad()
     def unperturb(self, loss: Tensor | None = None) -> None:
@@ -323,25 +328,20 @@ class SharpnessAwareOptimizer(Optimizer):
         Args:
             loss: the unscaled, detached loss of the last pass (required when :attr:`needs_loss`).
         """
+        passes = self._passes
         n = self.num_passes
-        if self._unperturbed:
-            raise RuntimeError(f"{type(self).__name__}.unperturb() called twice: call base_step() now.")
-        if self._passes_done != n - 1:
-            raise RuntimeError(
-                f"{type(self).__name__}.unperturb() called after {self._passes_done + 1} of {n} passes: "
-                "call perturb() after each backward but the last."
-            )
+        passes.check_unperturb(n)
         self._check_loss(loss, "unperturb")
+        passes.full_step = n > 1
         if n == 1:
-            self._full_step = False
             self._one_pass_step(loss)
         else:
-            self._restore()
+            self._weights.restore()
             self._combine(loss)
             # A non-finite clean gradient must skip the step even when the later passes were finite
             # (the perturbation was zeroed): a GradScaler then skips it and lowers the scale.
             self._poison_final_grad(self.last_perturbation_skipped)
-        self._unperturbed = True
+        passes.unperturbed = True
 
     def base_step(self, scaler: torch.amp.GradScaler | None = None, *, check_finite: bool = True) -> None:
         """Step the base optimizer with the final gradient, then apply any post-step correction.
@@ -360,10 +360,7 @@ class SharpnessAwareOptimizer(Optimizer):
         Raises:
             FloatingPointError: the final gradient is not finite (``check_finite``, no GradScaler).
         """
-        if not self._unperturbed:
-            raise RuntimeError(
-                f"{type(self).__name__}.base_step() before unperturb(): finish the passes of this step first."
-            )
+        self._passes.check_base_step()
         skipped = inv_scale = None
         if scaler is not None and scaler.is_enabled():
             scaler.step(self.base_optimizer)
@@ -372,13 +369,11 @@ class SharpnessAwareOptimizer(Optimizer):
             if check_finite and not bool(self.final_gradient_is_finite()):
                 self._refuse_step()
             self.base_optimizer.step()
-        if self._full_step:
+        if self._passes.full_step:
             with torch.no_grad():
                 self._after_base_step(skipped, inv_scale)
         mark_stepped(self)
-        self._step_count += 1
-        self._passes_done = 0
-        self._unperturbed = False
+        self._passes.close(stepped=True)
 
     @torch.no_grad()
     def end_passes(self) -> None:
@@ -388,13 +383,12 @@ class SharpnessAwareOptimizer(Optimizer):
         pending post-step correction, WSAM's decoupled term, is dropped). In the middle of the passes the
         weights are also restored by copy. The step counter does not advance.
         """
-        if self._passes_done and not self._unperturbed:
-            self._restore()
+        if self._passes.passes_done and not self._passes.unperturbed:
+            self._weights.restore()
         for values in self.method_state.values():
             for key in [k for k in values if k not in self.persistent_keys]:
                 del values[key]
-        self._passes_done = 0
-        self._unperturbed = False
+        self._passes.close(stepped=False)
 
     @torch.no_grad()
     def final_gradient_is_finite(self) -> Tensor:
@@ -408,7 +402,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
     def _refuse_step(self) -> None:
         """Close the step without a base step and raise FloatingPointError naming the pass at fault."""
-        full = self._full_step
+        full = self._passes.full_step
         clean_bad = full and bool(self.last_perturbation_skipped)
         self.end_passes()
         name = type(self).__name__
@@ -451,7 +445,7 @@ class SharpnessAwareOptimizer(Optimizer):
         """
         if closure is None:
             raise RuntimeError(_STEP_HINT.format(name=type(self).__name__))
-        if self._passes_done or self._unperturbed:
+        if self._passes.in_step:
             raise RuntimeError(f"{type(self).__name__}.step(closure) called in the middle of a manual step.")
         n = self.num_passes
         first = None
@@ -574,59 +568,6 @@ class SharpnessAwareOptimizer(Optimizer):
                     entry.add_(torch.where(flag, torch.nan, 0.0).to(entry.dtype))
                     return
 
-    def _backup(self, params: list[Tensor]) -> None:
-        """Copy the current weights into the workspace so they can be restored bit-exactly."""
-        if not params:
-            return
-        buffers = [self._workspace_buffer(p) for p in params]
-        torch._foreach_copy_(buffers, params)
-        for p, saved in zip(params, buffers):
-            self.method_state[p][BACKUP] = saved
-
-    def _workspace_buffer(self, p: Tensor) -> Tensor:
-        """The persistent backup buffer of ``p`` (re-allocated only if ``p`` changed dtype or device)."""
-        buffer = self._workspace.get(p)
-        if buffer is None or buffer.dtype != p.dtype or buffer.device != p.device or buffer.shape != p.shape:
-            buffer = torch.empty_like(p, memory_format=torch.preserve_format)
-            self._workspace[p] = buffer
-        return buffer
-
-    def _backed_up(self) -> tuple[list[Tensor], list[Tensor]]:
-        params, saved = [], []
-        for group in self.param_groups:
-            for p in group["params"]:
-                value = self.method_state[p].get(BACKUP) if p in self.method_state else None
-                if value is not None:
-                    params.append(p)
-                    saved.append(value)
-        return params, saved
-
-    def _move_to_backup_plus(self, params: list[Tensor], offsets: list[Tensor], alpha: float = 1.0) -> None:
-        """``w <- backup + alpha * offset`` (never by subtracting from the current point)."""
-        move_to_offset_(params, [self.method_state[p][BACKUP] for p in params], offsets, alpha)
-
-    def _restore(self) -> None:
-        """Copy back every weight that was perturbed in this step and drop the backups."""
-        params, saved = self._backed_up()
-        restore_(params, saved)
-        for p in params:
-            del self.method_state[p][BACKUP]
-
-    def _stash(self, key: str, params: list[Tensor]) -> None:
-        """Move the gradients of ``params`` into ``state[p][key]`` (no copy) and clear ``.grad``."""
-        for p in params:
-            self.method_state[p][key] = p.grad
-            p.grad = None
-
-    def _take(self, key: str) -> dict[Tensor, Tensor]:
-        """Pop ``state[p][key]`` for every parameter that has it (identity-keyed dict, group order)."""
-        out = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p in self.method_state and key in self.method_state[p]:
-                    out[p] = self.method_state[p].pop(key)
-        return out
-
     def _aligned(
         self, *stored: dict[Tensor, Tensor]
     ) -> tuple[list[Tensor], list[list[Tensor]], list[Tensor]]:
@@ -687,7 +628,7 @@ class SharpnessAwareOptimizer(Optimizer):
         """The SAM ascent from the pass-0 gradients: ``w <- w + rho * T^2 g / (||T g|| + eps)``.
 
         Records the status tensors, backs up the weights and optionally moves g0 into the state
-        (:data:`CLEAN_GRAD`). A non-finite g0 gives a zero perturbation. Without ``keep_clean`` the only
+        (:attr:`clean_grad`). A non-finite g0 gives a zero perturbation. Without ``keep_clean`` the only
         parameter-sized buffer is the weight backup: ``T g`` and ``e`` are computed in the gradient buffers.
         """
         per_group = self._group_grads()
@@ -696,7 +637,7 @@ class SharpnessAwareOptimizer(Optimizer):
         if self._perturbed_ids is not None:
             per_group, resting = self._split_perturbed(per_group, self._perturbed_ids)
             norm = global_norm([g for _, _, grads in per_group for g in grads], device=norm.device)
-        self._backup([p for _, params, _ in per_group for p in params])
+        self._weights.save([p for _, params, _ in per_group for p in params])
         norm = self._ascent_direction_(per_group, norm)
         transforms = [self._ascent_transform(group, params) for group, params, _ in per_group]
         adaptive = any(t is not None for t in transforms)
@@ -716,13 +657,13 @@ class SharpnessAwareOptimizer(Optimizer):
             # In place when g0 is not needed any more (SAM, ASAM): the gradient buffer becomes e.
             e = ascent_offsets(direction, inv * group["rho"], t, inplace=not keep_clean)
             if keep_clean:
-                self._stash(CLEAN_GRAD, params)
+                self.clean_grad.stash(params)
             if t is None:
                 torch._foreach_add_(params, e)
             else:  # the parameters may hold T now
-                self._move_to_backup_plus(params, e)
+                self._weights.move_to_plus(params, e)
         if keep_clean and resting:
-            self._stash(CLEAN_GRAD, resting)  # g0 of the unperturbed parameters, for the combination
+            self.clean_grad.stash(resting)  # g0 of the unperturbed parameters, for the combination
 
     # ------------------------------------------------------------------ checkpointing
     def _extra_state(self) -> dict[str, Any]:
@@ -740,10 +681,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
         Per-parameter method tensors are keyed by the parameter's index, like torch's optimizer state.
         """
-        if self._passes_done or self._unperturbed:
-            raise RuntimeError(
-                f"{type(self).__name__}.state_dict() called in the middle of a step; call it between steps."
-            )
+        self._passes.check_between_steps("state_dict()")
         state = self.base_optimizer.state_dict()
         per_param = {
             index: dict(self.method_state[p])

@@ -9,15 +9,15 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import BACKUP, SharpnessAwareOptimizer, check_range
+from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_range
 from monai_sam.optimizers.functional import global_norm, zero_non_finite_
 from monai_sam.optimizers.noise import NoiseGenerators
+from monai_sam.optimizers.param_buffers import ParamBuffer
 
 __all__ = ["BSAM", "BSAMUpdate"]
 
 MOMENTUM = "momentum"  # BSAMUpdate state: m
 PRECISION = "precision"  # BSAMUpdate state: s, the diagonal posterior precision (per data point)
-NOISY_GRAD = "bsam_noisy_grad"  # peak: g1, the gradient at the noisy sample
 
 
 def _check_betas(betas: Any) -> tuple[float, float]:
@@ -165,6 +165,9 @@ class BSAM(SharpnessAwareOptimizer):
             "instead: monai_sam.optimizers.create_optimizer('bsam', params, num_data=..., lr=...)."
         )
 
+    #: peak: g1, the gradient at the noisy sample (for the precision update).
+    noisy_grad = ParamBuffer("bsam_noisy_grad")
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -225,25 +228,25 @@ class BSAM(SharpnessAwareOptimizer):
         if k == 0:  # the clean pass at the mean: status only, then w <- w + sqrt(1 / (N s)) * n
             self._record_clean_norm([g for _, _, gs in per_group for g in gs])
             noisy = self._perturbed(params)  # SAM-ON: only the norm-layer ones move
-            self._backup(noisy)
+            self._weights.save(noisy)
             if not noisy:
                 return
             self._fill_noise_(noisy)
             std = torch._foreach_mul(self._precision(noisy), float(self.num_data))
             torch._foreach_rsqrt_(std)
             torch._foreach_mul_(noisy, std)
-            torch._foreach_add_(noisy, [self.method_state[p][BACKUP] for p in noisy])
+            torch._foreach_add_(noisy, self._weights.of(noisy))
             return
         # the noisy pass: w <- mean + rho * g1 / s; keep g1 for the precision update
         grads = [g for _, _, gs in per_group for g in gs]
         noisy_norm = global_norm(grads, device=self.last_grad_norm.device)
         finite = torch.isfinite(noisy_norm)
         self.last_perturbation_skipped = self.last_perturbation_skipped | ~finite
-        saved_params, saved = self._backed_up()
-        if saved_params:
-            torch._foreach_copy_(saved_params, saved)  # back to the mean
+        backup = self._weights.saved
+        if backup:
+            torch._foreach_copy_(list(backup), list(backup.values()))  # back to the mean
         for group, ps, gs in per_group:
-            pairs = [(p, g) for p, g in zip(ps, gs) if BACKUP in self.method_state.get(p, {})]
+            pairs = [(p, g) for p, g in zip(ps, gs) if p in backup]
             if not pairs:
                 continue
             members = [p for p, _ in pairs]
@@ -252,12 +255,10 @@ class BSAM(SharpnessAwareOptimizer):
             torch._foreach_mul_(e, rho)
             zero_non_finite_(e)
             torch._foreach_add_(members, e)
-        for p in params:
-            self.method_state[p][NOISY_GRAD] = p.grad
-            p.grad = None
+        self.noisy_grad.stash(params)
 
     def _combine(self, loss: Tensor | None) -> None:
-        self._update.precision_grads = self._take(NOISY_GRAD)
+        self._update.precision_grads = self.noisy_grad.take()
 
     def end_passes(self) -> None:
         """See :meth:`SharpnessAwareOptimizer.end_passes`; also drops the pending precision gradients."""

@@ -9,12 +9,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import BACKUP, CLEAN_GRAD, SharpnessAwareOptimizer
+from monai_sam.optimizers.base import SharpnessAwareOptimizer
+from monai_sam.optimizers.combination import crsam_combine_
 from monai_sam.optimizers.functional import scale_by, zero_non_finite_
+from monai_sam.optimizers.param_buffers import ParamBuffer
 
 __all__ = ["CRSAM"]
-
-PLUS_GRAD = "crsam_plus_grad"  # peak: g+ = grad at w + e
 
 
 class CRSAM(SharpnessAwareOptimizer):
@@ -64,34 +64,36 @@ class CRSAM(SharpnessAwareOptimizer):
             **base_kwargs,
         )
 
+    #: peak: g+, the gradient at w + e.
+    plus_grad = ParamBuffer("crsam_plus_grad")
+
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
         if k == 0:
             self._ascend(keep_clean=True)
             return
         # Pass 1 (at w + e) done: keep g+, move to w - e with e recomputed from g0 bit-identically.
         params, _ = self._grads()
-        self._stash(PLUS_GRAD, params)
+        self.plus_grad.stash(params)
         for group in self.param_groups:
-            members = [p for p in group["params"] if BACKUP in self.method_state.get(p, {})]
+            members = [p for p in group["params"] if self._weights.holds(p)]
             if not members:
                 continue
-            e = scale_by(
-                [self.method_state[p][CLEAN_GRAD] for p in members], self._ascent_inv_norm * group["rho"]
-            )
+            e = scale_by(self.clean_grad.of(members), self._ascent_inv_norm * group["rho"])
             zero_non_finite_(e)
-            self._move_to_backup_plus(members, e, alpha=-1.0)
+            self._weights.move_to_plus(members, e, alpha=-1.0)
 
     def _combine(self, loss: Tensor | None) -> None:
-        params, (clean, plus), minus = self._aligned(self._take(CLEAN_GRAD), self._take(PLUS_GRAD))
+        params, (clean, plus), minus = self._aligned(self.clean_grad.take(), self.plus_grad.take())
         index = {id(p): i for i, p in enumerate(params)}
         for group in self.param_groups:
             rows = [index[id(p)] for p in group["params"] if id(p) in index]
             if not rows:
                 continue
-            gamma, beta = group["gamma"], group["beta"]
-            out = [minus[i] for i in rows]
-            # (1 + gamma + beta) g+ + (gamma - beta) g- - 2 gamma g0, written into the g- buffer.
-            torch._foreach_mul_(out, gamma - beta)
-            torch._foreach_add_(out, [plus[i] for i in rows], alpha=1.0 + gamma + beta)
-            torch._foreach_add_(out, [clean[i] for i in rows], alpha=-2.0 * gamma)
+            crsam_combine_(
+                [minus[i] for i in rows],
+                [plus[i] for i in rows],
+                [clean[i] for i in rows],
+                group["gamma"],
+                group["beta"],
+            )
         del self._ascent_inv_norm

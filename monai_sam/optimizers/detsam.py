@@ -11,11 +11,10 @@ from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import check_range, check_step_option
 from monai_sam.optimizers.functional import scale_by
+from monai_sam.optimizers.param_buffers import ParamBuffer
 from monai_sam.optimizers.zeroth_order import RandomPerturbationOptimizer
 
 __all__ = ["DetSAM"]
-
-WEIGHTED_GRAD = "detsam_weighted_grad"  # peak: sum_i psi'(x_i) / n * g_i
 
 
 class DetSAM(RandomPerturbationOptimizer):
@@ -41,6 +40,9 @@ class DetSAM(RandomPerturbationOptimizer):
     """
 
     non_negative = ("rho", "lam")
+
+    #: peak: sum_i psi'(x_i) / n * g_i over the samples.
+    weighted_grad = ParamBuffer("detsam_weighted_grad")
 
     def __init__(
         self,
@@ -94,12 +96,12 @@ class DetSAM(RandomPerturbationOptimizer):
             self._psi_mean = self._psi_mean + psi / n
             weight = -0.5 * psi / n  # psi'(x) / n
             self._weight_sum = self._weight_sum + weight
-            self._add_into(WEIGHTED_GRAD, params, scale_by(grads, weight, inplace=True))
+            self.weighted_grad.accumulate(params, scale_by(grads, weight, inplace=True))
         for p in params:
             p.grad = None
 
     def _finalize(self) -> None:
-        weighted = self._take(WEIGHTED_GRAD)
+        weighted = self.weighted_grad.take()
         self._restore_clean_grads()
         rho = self.param_groups[0]["rho"]
         phi_prime = -2.0 / self._psi_mean**3

@@ -10,12 +10,10 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from monai_sam.optimizers.functional import scale_by
+from monai_sam.optimizers.param_buffers import ParamBuffer
 from monai_sam.optimizers.zeroth_order import RandomPerturbationOptimizer
 
 __all__ = ["FrobSAM"]
-
-SUM_GRAD = "frobsam_sum_grad"  # peak: sum_i g_i
-SUM_LOSS_GRAD = "frobsam_sum_loss_grad"  # peak: sum_i L_i g_i
 
 
 class FrobSAM(RandomPerturbationOptimizer):
@@ -41,6 +39,11 @@ class FrobSAM(RandomPerturbationOptimizer):
     """
 
     non_negative = ("rho", "lam")
+
+    #: peak: sum_i g_i over the samples.
+    sum_grad = ParamBuffer("frobsam_sum_grad")
+    #: peak: sum_i L_i g_i over the samples.
+    sum_loss_grad = ParamBuffer("frobsam_sum_loss_grad")
 
     def __init__(
         self,
@@ -85,14 +88,14 @@ class FrobSAM(RandomPerturbationOptimizer):
         self._sum_loss = value if self._sum_loss is None else self._sum_loss + value
         params, grads = self._grads()
         weighted = scale_by(grads, value)
-        self._add_into(SUM_LOSS_GRAD, params, weighted)
-        self._add_into(SUM_GRAD, params, grads)
+        self.sum_loss_grad.accumulate(params, weighted)
+        self.sum_grad.accumulate(params, grads)
         for p in params:
             p.grad = None
 
     def _finalize(self) -> None:
-        sum_grad = self._take(SUM_GRAD)
-        sum_loss_grad = self._take(SUM_LOSS_GRAD)
+        sum_grad = self.sum_grad.take()
+        sum_loss_grad = self.sum_loss_grad.take()
         self._restore_clean_grads()
         n = self.n_samples
         assert self._sum_loss is not None  # every sample's loss was accumulated

@@ -11,11 +11,11 @@ from torch.optim import Optimizer
 
 from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_range
 from monai_sam.optimizers.functional import all_finite, global_norm
+from monai_sam.optimizers.param_buffers import ParamBuffer
 
 __all__ = ["FSAM"]
 
-MOMENTUM = "fsam_momentum"  # persistent: m, the moving average of past clean gradients
-PENDING = "fsam_pending_momentum"  # peak: this step's new m, committed when the step's passes complete
+MOMENTUM = "fsam_momentum"  # the key of m in method_state and in checkpoints
 
 
 class FSAM(SharpnessAwareOptimizer):
@@ -48,7 +48,10 @@ class FSAM(SharpnessAwareOptimizer):
     final_grad_is_last_pass = True
     supports_grad_scaler = False
     non_negative = ("rho", "sigma")
-    persistent_keys = (MOMENTUM,)
+    #: persistent: m, the moving average of past clean gradients.
+    momentum = ParamBuffer(MOMENTUM, persistent=True)
+    #: peak: this step's new m, committed when the step's passes complete.
+    pending_momentum = ParamBuffer("fsam_pending_momentum")
 
     def __init__(
         self,
@@ -81,23 +84,24 @@ class FSAM(SharpnessAwareOptimizer):
         self, per_group: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]], norm: Tensor
     ) -> Tensor:
         changed = False
+        kept, pending_of = self.momentum, self.pending_momentum
         for group, params, grads in per_group:
-            old = [(p, g) for p, g in zip(params, grads) if MOMENTUM in self.method_state[p]]
+            old = [(p, g) for p, g in zip(params, grads) if p in kept]
             for p, g in zip(params, grads):
-                if MOMENTUM not in self.method_state[p]:  # first step of this parameter: m = g0
-                    self.method_state[p][PENDING] = g.clone()
+                if p not in kept:  # first step of this parameter: m = g0
+                    pending_of[p] = g.clone()
             if not old:
                 continue
             changed = True
             members = [p for p, _ in old]
             clean = [g for _, g in old]
-            momentum = [self.method_state[p][MOMENTUM] for p in members]
+            momentum = kept.of(members)
             lmbda = group["lmbda"]
             # the new m = lmbda * m + (1 - lmbda) * g0 (official order), before g0 is overwritten
             pending = torch._foreach_mul(momentum, lmbda)
             torch._foreach_add_(pending, clean, alpha=1.0 - lmbda)
             for p, value in zip(members, pending):
-                self.method_state[p][PENDING] = value
+                pending_of[p] = value
             # the direction d = g0 - sigma * (old m), in the gradient buffers
             if group["sigma"] != 0:
                 torch._foreach_add_(clean, momentum, alpha=-group["sigma"])
@@ -111,7 +115,8 @@ class FSAM(SharpnessAwareOptimizer):
         finite = ~self.last_perturbation_skipped & all_finite(
             self._grads()[1], device=self.last_grad_norm.device
         )
-        for p, value in self._take(PENDING).items():
-            old = self.method_state[p].get(MOMENTUM)
+        kept = self.momentum
+        for p, value in self.pending_momentum.take().items():
+            old = kept.get(p)
             torch.where(finite, value, old if old is not None else value.new_zeros(()), out=value)
-            self.method_state[p][MOMENTUM] = value
+            kept[p] = value

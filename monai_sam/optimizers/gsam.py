@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer
-from monai_sam.optimizers.functional import global_dot, joint_norm, scale_by, with_fp64_fallback
+from monai_sam.optimizers.base import SharpnessAwareOptimizer
+from monai_sam.optimizers.combination import gsam_combine_
+from monai_sam.optimizers.functional import global_dot, joint_norm, with_fp64_fallback
 
 __all__ = ["GSAM"]
 
@@ -61,7 +62,7 @@ class GSAM(SharpnessAwareOptimizer):
         )
 
     def _combine(self, loss: Tensor | None) -> None:
-        params, (clean,), perturbed = self._aligned(self._take(CLEAN_GRAD))
+        params, (clean,), perturbed = self._aligned(self.clean_grad.take())
         if not params:
             return
         # g_par = parallel * gp; in fp64 where the fp32 products overflow (gradients above ~1e19)
@@ -69,13 +70,10 @@ class GSAM(SharpnessAwareOptimizer):
         # gp - alpha * (g0 - parallel * gp) = (1 + alpha * parallel) gp - alpha g0, in .grad: no temporary
         lookup = {id(p): g0 for p, g0 in zip(params, clean)}
         for group in self.param_groups:
-            alpha = group["alpha"]
             members = [p for p in group["params"] if id(p) in lookup]
-            if not members or alpha == 0:
-                continue
-            grads = [p.grad for p in members]
-            scale_by(grads, 1.0 + alpha * parallel, inplace=True)
-            torch._foreach_add_(grads, [lookup[id(p)] for p in members], alpha=-alpha)
+            gsam_combine_(
+                [p.grad for p in members], [lookup[id(p)] for p in members], group["alpha"], parallel
+            )
 
     def _parallel(self, clean: list[Tensor], perturbed: list[Tensor], dtype: torch.dtype | None) -> Tensor:
         """``cos(g0, gp) * ||g0|| / (||gp|| + eps)``, reduced in ``dtype`` (default: at least fp32)."""

@@ -9,18 +9,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, check_step_option
+from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_step_option
+from monai_sam.optimizers.combination import looksam_orthogonal_
 from monai_sam.optimizers.functional import (
     global_dot,
     global_norm,
     joint_norm,
-    scale_by,
     with_fp64_fallback,
 )
+from monai_sam.optimizers.param_buffers import ParamBuffer
 
 __all__ = ["LookSAM"]
-
-ORTHOGONAL = "looksam_gv"  # persistent: gv, the part of gp orthogonal to g0, from the last SAM step
 
 
 class LookSAM(SharpnessAwareOptimizer):
@@ -43,7 +42,8 @@ class LookSAM(SharpnessAwareOptimizer):
     """
 
     non_negative = ("rho", "alpha")
-    persistent_keys = (ORTHOGONAL,)
+    #: persistent: gv, the part of gp orthogonal to g0, from the last SAM step.
+    orthogonal = ParamBuffer("looksam_gv", persistent=True)
     keeps_clean_grad = True
 
     def __init__(
@@ -71,7 +71,7 @@ class LookSAM(SharpnessAwareOptimizer):
         self._gv_norm: Tensor | None = None
 
     def _combine(self, loss: Tensor | None) -> None:
-        params, (clean,), perturbed = self._aligned(self._take(CLEAN_GRAD))
+        params, (clean,), perturbed = self._aligned(self.clean_grad.take())
         if not params:
             return
         device = self.last_grad_norm.device
@@ -83,16 +83,15 @@ class LookSAM(SharpnessAwareOptimizer):
             )
         )
         # gv = gp - coef * g0, computed in the g0 buffer, which becomes the persistent gv.
-        scale_by(clean, -coef, inplace=True)
-        torch._foreach_add_(clean, perturbed)
+        looksam_orthogonal_(clean, perturbed, coef)
         gv_norm = global_norm(clean, device)
         # A non-finite gv (a step a GradScaler skips or base_step refuses) keeps the last finite one, so
         # the one-pass steps after it do not inherit inf/NaN. No foreach select exists: one where per tensor.
         finite = torch.isfinite(gv_norm)
         for p, gv in zip(params, clean):
-            old = self.method_state[p].get(ORTHOGONAL)
+            old = self.orthogonal.get(p)
             torch.where(finite, gv, old if old is not None else gv.new_zeros(()), out=gv)
-            self.method_state[p][ORTHOGONAL] = gv
+            self.orthogonal[p] = gv
         last = self._gv_norm if self._gv_norm is not None else torch.zeros_like(gv_norm)
         self._gv_norm = torch.where(finite, gv_norm, last.to(gv_norm.device, gv_norm.dtype))
 
@@ -103,15 +102,12 @@ class LookSAM(SharpnessAwareOptimizer):
             return
         ratio = clean_norm.to(self._gv_norm.dtype) / (self._gv_norm + self.eps)
         for group in self.param_groups:
-            members = [
-                p
-                for p in group["params"]
-                if p.grad is not None and ORTHOGONAL in self.method_state.get(p, {})
-            ]
+            orthogonal = self.orthogonal
+            members = [p for p in group["params"] if p.grad is not None and p in orthogonal]
             if members and group["alpha"] != 0:
                 # g += (alpha * ratio) * gv without a temporary: addcmul with a 0-d device factor (no sync).
                 factor = (ratio * group["alpha"]).to(members[0].grad.device, members[0].grad.dtype)
-                gv = [self.method_state[p][ORTHOGONAL] for p in members]
+                gv = orthogonal.of(members)
                 torch._foreach_addcmul_([p.grad for p in members], gv, [factor] * len(members))
 
     def _extra_state(self) -> dict[str, Any]:

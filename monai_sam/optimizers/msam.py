@@ -178,7 +178,7 @@ class MSAM(SharpnessAwareOptimizer):
         (``interval``/``start_step``) and for groups with ``rho = 0``. Bit-exact: the same kernels on the
         same ``w`` and ``v`` always give the same point.
         """
-        if self._ascended or self._passes_done or self._unperturbed:
+        if self._ascended or self._passes.in_step:
             return
         if not self._uses_ascent(self._step_count):
             return
@@ -196,7 +196,7 @@ class MSAM(SharpnessAwareOptimizer):
         for group, members, vs in per_group:
             if not members or group["rho"] == 0:
                 continue
-            saved = [self._workspace_buffer(p) for p in members]
+            saved = [self._weights.buffer(p) for p in members]
             torch._foreach_copy_(saved, members)
             # w += v * (-rho / (||v|| + eps)) with a 0-d device factor: no temporary, no host sync
             factor = (inv * -group["rho"]).to(members[0].device, members[0].dtype)
@@ -208,7 +208,7 @@ class MSAM(SharpnessAwareOptimizer):
         """Copy the true weights ``w`` back into the parameters (no-op when they hold them already)."""
         if not self._ascended:
             return
-        torch._foreach_copy_(self._ascended, [self._workspace[p] for p in self._ascended])
+        torch._foreach_copy_(self._ascended, [self._weights.workspace[p] for p in self._ascended])
         self._ascended = []
 
     # ------------------------------------------------------------------ the step
@@ -244,7 +244,7 @@ class MSAM(SharpnessAwareOptimizer):
         """
         if closure is not None:
             return super().step(closure)
-        if self._passes_done or self._unperturbed:
+        if self._passes.in_step:
             raise RuntimeError(f"{type(self).__name__}.step() called in the middle of a manual step.")
         self.unperturb()
         self.base_step()

@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import CLEAN_GRAD, SharpnessAwareOptimizer, check_range
+from monai_sam.optimizers.base import SharpnessAwareOptimizer, check_range
+from monai_sam.optimizers.combination import wsam_coupled_
 from monai_sam.optimizers.functional import clip_by_global_norm_, global_norm, scale_by
+from monai_sam.optimizers.param_buffers import ParamBuffer
 
 __all__ = ["WSAM"]
-
-SHARPNESS = "wsam_sharpness"  # peak: gp - g0 of the decoupled mode, applied after the base step
 
 
 class WSAM(SharpnessAwareOptimizer):
@@ -43,6 +43,9 @@ class WSAM(SharpnessAwareOptimizer):
         start_step: late-phase mode: steps before this one are plain base steps (one pass).
         base_kwargs: keyword arguments of the base optimizer.
     """
+
+    #: peak: gp - g0 of the decoupled mode, applied after the base step (the gp buffer itself).
+    sharpness = ParamBuffer("wsam_sharpness")
 
     def __init__(
         self,
@@ -87,18 +90,10 @@ class WSAM(SharpnessAwareOptimizer):
     def _after_pass(self, k: int, loss: Tensor | None) -> None:
         self._ascend(keep_clean=True)
         if self.max_norm is not None:
-            clip_by_global_norm_(list(self._take_view(CLEAN_GRAD)), self.max_norm)
-
-    def _take_view(self, key: str) -> list[Tensor]:
-        return [
-            self.method_state[p][key]
-            for g in self.param_groups
-            for p in g["params"]
-            if key in self.method_state.get(p, {})
-        ]
+            clip_by_global_norm_(self.clean_grad.of(self.clean_grad.holders()), self.max_norm)
 
     def _combine(self, loss: Tensor | None) -> None:
-        params, (clean,), perturbed = self._aligned(self._take(CLEAN_GRAD))
+        params, (clean,), perturbed = self._aligned(self.clean_grad.take())
         if not params:
             return
         if self.max_norm is not None:
@@ -114,15 +109,14 @@ class WSAM(SharpnessAwareOptimizer):
             if self.decouple:
                 torch._foreach_sub_(gp, g0)  # the gp buffer becomes the sharpness gp - g0
                 for i in rows:
-                    self.method_state[params[i]][SHARPNESS] = perturbed[i]
+                    self.sharpness[params[i]] = perturbed[i]
                     params[i].grad = clean[i]
             else:
-                torch._foreach_mul_(gp, a)
-                torch._foreach_add_(gp, g0, alpha=1.0 - a)
+                wsam_coupled_(gp, g0, a)
         if self.decouple:
             # A non-finite gp must make the step skippable although .grad only holds g0: poison one
             # gradient entry so a GradScaler sees it.
-            sharpness = [self.method_state[p][SHARPNESS] for p in params]
+            sharpness = self.sharpness.of(params)
             self._poison_final_grad(~torch.isfinite(global_norm(sharpness)))
 
     def base_step(self, scaler: torch.amp.GradScaler | None = None, *, check_finite: bool = True) -> None:
@@ -142,7 +136,7 @@ class WSAM(SharpnessAwareOptimizer):
     def _after_base_step(self, skipped: Tensor | None, inv_scale: Tensor | None) -> None:
         if not self.decouple:
             return
-        stored = self._take(SHARPNESS)
+        stored = self.sharpness.take()
         for group in self.param_groups:
             members = [p for p in group["params"] if p in stored]
             if not members:

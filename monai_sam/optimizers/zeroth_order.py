@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from monai_sam.optimizers.base import BACKUP, CLEAN_GRAD, SharpnessAwareOptimizer
+from monai_sam.optimizers.base import SharpnessAwareOptimizer
 from monai_sam.optimizers.functional import scale_by
 from monai_sam.optimizers.noise import NoiseGenerators
 
@@ -81,8 +81,8 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
             params, grads = self._grads()
             self._record_clean_norm(grads)
             self._on_clean(loss)
-            self._backup(self._perturbed(params))
-            self._stash(CLEAN_GRAD, params)
+            self._weights.save(self._perturbed(params))
+            self.clean_grad.stash(params)
         else:
             self._accumulate(loss)
         self._move_to_sample()
@@ -90,12 +90,12 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
     def _move_to_sample(self) -> None:
         """``w <- backup + rho * delta`` for every backed-up parameter, group by group."""
         for group in self.param_groups:
-            members = [p for p in group["params"] if BACKUP in self.method_state.get(p, {})]
+            members = [p for p in group["params"] if self._weights.holds(p)]
             if not members:
                 continue
             self._fill_noise_(members)
             scale_by(members, group["rho"], inplace=True)
-            torch._foreach_add_(members, [self.method_state[p][BACKUP] for p in members])
+            torch._foreach_add_(members, self._weights.of(members))
 
     def _combine(self, loss: Tensor | None) -> None:
         assert loss is not None  # needs_loss: unperturb() checked it
@@ -118,25 +118,9 @@ class RandomPerturbationOptimizer(SharpnessAwareOptimizer):
         loss = loss.detach()
         return loss.to(torch.promote_types(loss.dtype, torch.float32))
 
-    def _add_into(self, key: str, params: list[Tensor], values: list[Tensor]) -> None:
-        """``state[p][key] += value`` (the value tensor itself is stored on the first call, no copy)."""
-        new_p, new_v, old_acc, old_v = [], [], [], []
-        for p, v in zip(params, values):
-            acc = self.method_state[p].get(key)
-            if acc is None:
-                new_p.append(p)
-                new_v.append(v)
-            else:
-                old_acc.append(acc)
-                old_v.append(v)
-        for p, v in zip(new_p, new_v):
-            self.method_state[p][key] = v
-        if old_acc:
-            torch._foreach_add_(old_acc, old_v)
-
     def _restore_clean_grads(self) -> None:
         """Move the stored g0 back into ``.grad``; the final gradient is built on it in place."""
-        for p, g0 in self._take(CLEAN_GRAD).items():
+        for p, g0 in self.clean_grad.take().items():
             p.grad = g0
 
     def _extra_state(self) -> dict[str, Any]:

@@ -70,12 +70,36 @@ def test_the_text_codec_round_trips_exactly():
     assert back["__tensor__"] == 1
 
 
+def _rounds_as_the_generating_machine() -> bool:
+    """Whether torch's float32 kernels here give the fixture's probe bit for bit (same CPU arithmetic)."""
+    got = gen.arithmetic_probe(gen.decode(SAVED["methods"]["sam"]["model"]), BATCHES[gen.STEPS_BEFORE])
+    return all(torch.equal(a, b) for a, b in zip(got, gen.decode(SAVED["probe"])))
+
+
+SAME_ARITHMETIC = _rounds_as_the_generating_machine()
+
+
+@pytest.mark.parametrize("name", sorted(SAVED["methods"]))
+def test_a_pre_refactor_state_dict_loads_and_saves_back_unchanged(name):
+    """Machine-independent: every tensor and number of the old state dict survives load + save exactly."""
+    entry = SAVED["methods"][name]
+    _, opt = gen.build(name, gen.decode(entry["config"]), seed=gen.RESUME_SEED)
+    opt.load_state_dict(gen.decode(entry["optimizer"]))
+    assert json.loads(json.dumps(gen.encode(opt.state_dict()))) == entry["optimizer"]
+
+
 @pytest.mark.parametrize("name", sorted(SAVED["methods"]))
 def test_a_pre_refactor_state_dict_resumes_bit_exactly(name):
+    """Bit for bit where torch rounds as the generating machine did; within float32 rounding elsewhere."""
     entry = SAVED["methods"][name]
     got = gen.resume_from_fixture(name, entry, BATCHES)
     expected = gen.decode(entry["after"])
     assert len(got) == len(expected)
     for i, (p, want) in enumerate(zip(got, expected)):
         assert p.dtype == want.dtype and p.shape == want.shape, i
-        assert torch.equal(p, want), f"{name}: parameter {i} differs by up to {(p - want).abs().max():.3e}"
+        if SAME_ARITHMETIC:
+            assert torch.equal(p, want), (
+                f"{name}: parameter {i} differs by up to {(p - want).abs().max():.3e}"
+            )
+        else:  # another CPU's BLAS sums in another order: the old and new code would both move by ulps
+            torch.testing.assert_close(p, want, rtol=1e-5, atol=1e-6)
