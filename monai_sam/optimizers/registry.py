@@ -157,7 +157,7 @@ METHOD_REGISTRY: tuple[MethodInfo, ...] = (
     _record(SSAM, 0.05, (), passes=2, buffers=(1, 0)),
     _record(FrobSAM, 0.005, ("lam",), passes=3, buffers=(4, 0), options=("n_samples", "generator")),
     _record(
-        DetSAM, 1.0, ("lam",), passes=2, buffers=(3, 0), options=("n_samples", "half_cube_len", "generator")
+        DetSAM, 1.0, ("lam",), passes=2, buffers=(2, 0), options=("n_samples", "half_cube_len", "generator")
     ),
     MethodInfo(
         name="looksam",
@@ -184,7 +184,7 @@ METHOD_REGISTRY: tuple[MethodInfo, ...] = (
         0.05,
         ("sigma", "lmbda"),
         passes=2,
-        buffers=(2, 1),
+        buffers=(3, 1),
         ddp_mode="last_pass",
         grad_scaler_exact=False,
     ),
@@ -207,7 +207,7 @@ METHOD_REGISTRY: tuple[MethodInfo, ...] = (
             "model",
         ),
         passes=3,
-        buffers=(4, 0),
+        buffers=(3, 0),
         needs_base_optimizer=False,
         grad_scaler_exact=False,
         ddp_mode="synced",

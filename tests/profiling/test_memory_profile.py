@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from monai_sam.optimizers import create_optimizer
+from monai_sam.optimizers.registry import METHOD_REGISTRY
 from monai_sam.profiling import CalibrationSGD, StepSetup, measure_memory_overhead, profile_step_memory
 
 TOL = 0.05  # parameter-sized buffers; the model has 93 k parameters, so scalars and indices are far below
@@ -126,3 +127,20 @@ def test_bad_arguments_are_named(batch):
 
     with pytest.raises(ValueError, match="identical models"):
         measure_memory_overhead(StepSetup(model, *batch), _sgd, _sgd)
+
+
+def _registry_case(name: str):
+    """(method builder, baseline builder, parameter-sized tensors of the method's own update state)."""
+    if name == "bsam":  # its own Adam-like update keeps m and s: the base optimizer's state of the others
+        return lambda params: create_optimizer("bsam", params, num_data=64, lr=0.01), _sgd, 2
+    if name == "msam":  # perturbs along the base's momentum: both sides keep it
+        return _method("msam", momentum=0.9), lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9), 0
+    return _method(name), _sgd, 0
+
+
+@pytest.mark.parametrize("info", METHOD_REGISTRY, ids=lambda info: info.name)
+def test_the_registry_declares_each_methods_measured_peak_buffers(info, batch):
+    """``MethodInfo.buffers[0]`` is the peak the profiler measures at the defaults, in whole buffers."""
+    build, base, own_state = _registry_case(info.name)
+    result = _overhead(build, base, batch)
+    assert result.extra_peak_buffers - own_state == pytest.approx(info.buffers[0], abs=0.5)
