@@ -133,15 +133,15 @@ def build_datalist(
     try:
         selected, kept = _select_classes(path, classes, pairs, num_classes)
     except ValueError as err:  # the count is wrong; say too which files could not be used
-        bad = skipped + _validate_files(pairs, min_size, options)[1]
+        bad = skipped + validate_files(pairs, min_size, options)[1]
         if not bad:
             raise
         raise ValueError(f"{err}. These files could not be used either: {_listed(bad)}") from None
     classes, pairs = selected, kept
-    items, bad = _validate_files(pairs, min_size, options)
+    items, bad = validate_files(pairs, min_size, options)
     skipped += bad
     if skipped:
-        _report_skipped(path, skipped, strict)
+        report_skipped(path, skipped, strict)
     if not items:
         raise ValueError(
             f"no usable images found in {path}" + (f"; skipped: {_listed(skipped)}" if skipped else "")
@@ -306,9 +306,19 @@ def _select_classes(
     )
 
 
-def _validate_files(
+def validate_files(
     pairs: list[tuple[str, int]], min_size: int, reader_options: ReadOptions
 ) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Check every listed image file: (readable items, skipped files with the reason).
+
+    Args:
+        pairs: (image path, label index) of every listed file.
+        min_size: the smallest accepted image side in pixels.
+        reader_options: how the files are read.
+
+    Raises:
+        FileNotFoundError: listed files do not exist (naming up to five of them).
+    """
     items, skipped, missing = [], [], []
     for image, label in pairs:
         problem = check_image_file(image, min_size, reader_options)
@@ -324,7 +334,14 @@ def _validate_files(
     return items, skipped
 
 
-def _report_skipped(source: Path, skipped: list[dict[str, str]], strict: bool) -> None:
+def report_skipped(source: Path, skipped: list[dict[str, str]], strict: bool) -> None:
+    """Say which files were skipped and why: a warning, or a ValueError when ``strict``.
+
+    Args:
+        source: the folder or list the files came from.
+        skipped: ``{"image": path, "reason": why}`` per skipped file.
+        strict: raise instead of warning.
+    """
     lines = [f"  {s['image']}: {s['reason']}" for s in skipped]
     message = f"{len(skipped)} file(s) in {source} skipped:\n" + "\n".join(lines)
     if strict:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_sam.data.datalist import DataWarning, _report_skipped, _validate_files, build_datalist
+from monai_sam.data.datalist import DataWarning, build_datalist, report_skipped, validate_files
 from monai_sam.data.image_files import (
     DEFAULT_MIN_SIZE,
     image_stem,
@@ -402,9 +402,9 @@ def _csv_source_records(
             f"{_first(ambiguous)}"
         )
     pairs = [(files[i], 0) for i in rows]
-    valid, skipped = _validate_files(pairs, min_size, options)
+    valid, skipped = validate_files(pairs, min_size, options)
     if skipped:
-        _report_skipped(path, skipped, strict=False)
+        report_skipped(path, skipped, strict=False)
     usable = {item["image"] for item in valid}
     records = [
         {

@@ -98,7 +98,7 @@ def external_column(name: str, key: str) -> str:
 def _external_values(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`EXTERNAL_METRICS` columns of one run's external set."""
     metrics = entry.get("metrics") or {}
-    external, internal = _as_float(metrics.get("auc")), _as_float((metrics.get("internal") or {}).get("auc"))
+    external, internal = as_float(metrics.get("auc")), as_float((metrics.get("internal") or {}).get("auc"))
     values = {key: metrics.get(key) for key in ("auc", "sensitivity", "specificity", "ece", "brier")}
     values.update(internal_auc=internal, auc_drop=internal - external)
     return {external_column(name, key): values[key] for key in EXTERNAL_METRICS}
@@ -125,7 +125,7 @@ def flatten_run(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _as_float(value: Any) -> float:
+def as_float(value: Any) -> float:
     """``value`` as float, ``nan`` for None or non-numbers."""
     try:
         return float(value)
@@ -160,7 +160,7 @@ def summarize(
     for (network, optimizer), members in groups.items():
         entry: dict[str, Any] = {"network": network, "optimizer": optimizer, "n": len(members)}
         for metric in columns:
-            values = [_as_float(m.get(metric)) for m in members]
+            values = [as_float(m.get(metric)) for m in members]
             interval = bootstrap_mean_ci if metric in bounded else t_interval
             mean, low, high = interval(values, confidence)
             entry[f"{metric}_mean"], entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = mean, low, high
@@ -218,14 +218,14 @@ def _pair_key(row: dict[str, Any]) -> tuple[int, int, int]:
     return (int(row.get("repeat") or 0), int(row["fold"]), int(row["seed"]))
 
 
-def _paired_values(
+def paired_values(
     rows, network, optimizer, baseline, metric, with_keys: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
     """Values of ``optimizer`` and ``baseline`` on the same (repeat, fold, seed) of one network."""
     by_key: dict[str, dict[tuple, float]] = {optimizer: {}, baseline: {}}
     for row in rows:
         if row["network"] == network and row["optimizer"] in by_key:
-            by_key[row["optimizer"]][_pair_key(row)] = _as_float(row.get(metric))
+            by_key[row["optimizer"]][_pair_key(row)] = as_float(row.get(metric))
     keys = sorted(set(by_key[optimizer]) & set(by_key[baseline]))
     a, b = np.array([by_key[optimizer][k] for k in keys]), np.array([by_key[baseline][k] for k in keys])
     return (a, b, keys) if with_keys else (a, b)
@@ -247,7 +247,7 @@ def _split_differences(a: np.ndarray, b: np.ndarray, keys: list[tuple[int, int, 
 def _test_train_ratio(rows: list[dict[str, Any]], network: str, config: StudyConfig) -> float:
     """``n_test / n_train`` of the network's runs (from the recorded set sizes, else ``1 / (k - 1)``)."""
     sizes = np.array(
-        [(_as_float(r.get("test_n")), _as_float(r.get("train_n"))) for r in rows if r["network"] == network]
+        [(as_float(r.get("test_n")), as_float(r.get("train_n"))) for r in rows if r["network"] == network]
     )
     sizes = sizes[~np.isnan(sizes).any(axis=1)] if sizes.size else sizes
     ratio = float(sizes[:, 0].sum() / sizes[:, 1].sum()) if len(sizes) else math.nan
@@ -345,7 +345,7 @@ def compare_to_baseline(
         spreads: list[tuple[float, float]] = []  # (std of the split differences, n_test / n_train)
         for network in networks:
             for optimizer in optimizers:
-                a, b, keys = _paired_values(rows, network, optimizer, baseline, metric, with_keys=True)
+                a, b, keys = paired_values(rows, network, optimizer, baseline, metric, with_keys=True)
                 if a.size == 0:
                     continue
                 splits = _split_differences(a, b, keys)
@@ -444,7 +444,7 @@ def chance_level_runs(records: list[dict[str, Any]], num_classes: int) -> list[s
         r["run_id"]
         for r in records
         if _predicted_classes(r, num_classes) != 1
-        and _as_float((r.get("test") or {}).get("balanced_accuracy")) <= 1.0 / num_classes + 1e-9
+        and as_float((r.get("test") or {}).get("balanced_accuracy")) <= 1.0 / num_classes + 1e-9
     ]
 
 
@@ -453,7 +453,7 @@ def _predicted_classes(record: dict[str, Any], num_classes: int) -> int | None:
     probs = (record.get("test_predictions") or {}).get("probs")
     if probs:
         return len(np.unique(np.argmax(np.asarray(probs, dtype=float), axis=1)))
-    bacc = _as_float((record.get("test") or {}).get("balanced_accuracy"))
+    bacc = as_float((record.get("test") or {}).get("balanced_accuracy"))
     return 1 if math.isclose(bacc, 1.0 / num_classes, abs_tol=1e-9) else None
 
 
@@ -562,7 +562,7 @@ def sharpness_gap_correlations(rows: list[dict[str, Any]], gap: str = "gap_loss"
     """Spearman rank correlation of every sharpness column with a generalization-gap column."""
     out = []
     for col in sorted({k for r in rows for k in r if k.startswith("sharpness_")}):
-        pairs = np.array([(_as_float(r.get(col)), _as_float(r.get(gap))) for r in rows])
+        pairs = np.array([(as_float(r.get(col)), as_float(r.get(gap))) for r in rows])
         pairs = pairs[~np.isnan(pairs).any(axis=1)] if pairs.size else pairs
         if len(pairs) < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
             out.append(

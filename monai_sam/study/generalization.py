@@ -39,10 +39,10 @@ from monai_sam.metrics import DeLongResult, binary_score, delong_paired
 from monai_sam.study.analysis import (
     EXTERNAL_METRICS,
     Comparison,
-    _as_float,
-    _paired_values,
+    as_float,
     compare_to_baseline,
     external_column,
+    paired_values,
     pooled_test_predictions,
     summarize,
 )
@@ -77,7 +77,7 @@ def summarize_external(rows: list[dict[str, Any]], config: StudyConfig) -> list[
     out = []
     for name in external_names(config):
         columns = [external_column(name, key) for key in EXTERNAL_METRICS]
-        members = [r for r in rows if not math.isnan(_as_float(r.get(columns[0])))]
+        members = [r for r in rows if not math.isnan(as_float(r.get(columns[0])))]
         for entry in summarize(members, float(config.analysis["confidence"]), columns, bounded=columns):
             renamed = {k.replace(f"external_{name}_", "", 1): v for k, v in entry.items()}
             out.append({"external": name, **renamed})
@@ -144,7 +144,7 @@ def compare_external(
         family = compare_to_baseline(rows, config, metrics, lower_is_better=lower, corrected_t=False)
         auc = [c for c in family if c.metric == metrics[0]]
         for comp in auc:
-            _, _, keys = _paired_values(
+            _, _, keys = paired_values(
                 rows, comp.network, comp.optimizer, baseline, comp.metric, with_keys=True
             )
             result = pooled_external_delong(records, name, comp.network, comp.optimizer, baseline, keys)
@@ -180,7 +180,7 @@ def external_group_table(records: list[dict[str, Any]], config: StudyConfig) -> 
         }
         row.update(n=runs[0]["n"], positives=runs[0]["positives"])
         for key in ("auc", "sensitivity", "specificity"):
-            mean, low, high = bootstrap_mean_ci([_as_float(r.get(key)) for r in runs], confidence)
+            mean, low, high = bootstrap_mean_ci([as_float(r.get(key)) for r in runs], confidence)
             row.update({f"{key}_mean": mean, f"{key}_ci_low": low, f"{key}_ci_high": high})
         out.append(row)
     return out
