@@ -10,6 +10,7 @@ metrics (``monai.handlers.ROCAUC``...), they attach to an engine, so they live w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,8 +35,8 @@ class _ProbabilityAccumulator(Metric):
     def __init__(
         self,
         class_names: Sequence[str],
-        output_transform: Callable = probabilities_and_labels,
-        metrics_result_mode: str = "both",
+        output_transform: Callable[..., Any] = probabilities_and_labels,
+        metrics_result_mode: Literal["flatten", "named", "both"] = "both",
     ) -> None:
         self.class_names = [str(name) for name in class_names]
         if len(self.class_names) < 2:
@@ -86,7 +87,7 @@ class ClassificationScore(_ProbabilityAccumulator):
         self,
         class_names: Sequence[str],
         metric: str = "macro_auc",
-        output_transform: Callable = probabilities_and_labels,
+        output_transform: Callable[..., Any] = probabilities_and_labels,
     ) -> None:
         super().__init__(class_names, output_transform)
         n = len(self.class_names)
@@ -122,7 +123,7 @@ class ClassificationReport(_ProbabilityAccumulator):
             "sensitivity_*",
         ),
         prefix: str = "",
-        output_transform: Callable = probabilities_and_labels,
+        output_transform: Callable[..., Any] = probabilities_and_labels,
     ) -> None:
         super().__init__(class_names, output_transform, metrics_result_mode="flatten")
         self.include = None if include is None else list(include)

@@ -30,7 +30,7 @@ class ClassificationPlots:
 
     def __init__(
         self,
-        output_dir: str | os.PathLike,
+        output_dir: str | os.PathLike[str],
         class_names: Sequence[str],
         prefix: str = "",
         title: str = "",

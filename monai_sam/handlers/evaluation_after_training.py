@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.engines import SupervisedEvaluator
 
 from monai_sam.networks.checkpoint import load_network_checkpoint
 
@@ -30,7 +32,9 @@ class TestAfterTraining:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, evaluator: Engine, ckpt_path: str | os.PathLike, enabled: bool = True) -> None:
+    def __init__(
+        self, evaluator: SupervisedEvaluator, ckpt_path: str | os.PathLike[str], enabled: bool = True
+    ) -> None:
         self.evaluator = evaluator
         self.ckpt_path = os.fspath(ckpt_path)
         self.enabled = bool(enabled)
@@ -41,7 +45,7 @@ class TestAfterTraining:
 
     def __call__(self, engine: Engine | None = None) -> bool:
         """Evaluate; returns whether the evaluation ran."""
-        loader = self.evaluator.data_loader
+        loader: Any = self.evaluator.data_loader  # the bundle's DataLoader (MONAI types it as any iterable)
         if not self.enabled or not os.path.isfile(self.ckpt_path) or len(loader.dataset) == 0:
             return False
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -26,7 +26,7 @@ class MetricsJSONWriter:
         extra: more top-level entries (e.g. ``{"network": ..., "optimizer": ...}``).
     """
 
-    def __init__(self, output_path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, output_path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
         self.output_path = os.fspath(output_path)
         self.extra = dict(extra or {})
         self.history: list[dict[str, Any]] = []

@@ -32,7 +32,7 @@ class PredictionWriter:
 
     def __init__(
         self,
-        output_path: str | os.PathLike,
+        output_path: str | os.PathLike[str],
         class_names: Sequence[str],
         image_key: str = "image",
         pred_key: str = "pred",
@@ -55,7 +55,8 @@ class PredictionWriter:
 
     def collect(self, engine: Engine) -> None:
         """Turn the current decollated output into rows."""
-        for item in engine.state.output:
+        output: Any = engine.state.output  # MONAI's decollated batch: a list of dicts
+        for item in output:
             self.rows.append(self._row(item))
 
     def _row(self, item: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,9 @@ CHECKPOINT_PATTERN = "checkpoint*.pt"
 """File names of the resume checkpoints written by the bundles' epoch-level ``CheckpointSaver``."""
 
 
-def find_resume_checkpoint(resume: str | os.PathLike | None, output_dir: str | os.PathLike) -> str | None:
+def find_resume_checkpoint(
+    resume: str | os.PathLike[str] | None, output_dir: str | os.PathLike[str]
+) -> str | None:
     """The checkpoint file the ``resume`` knob points to, or None to start fresh.
 
     Args:
@@ -73,8 +75,8 @@ class ResumeHandler:
 
     def __init__(
         self,
-        resume: str | os.PathLike | None,
-        output_dir: str | os.PathLike,
+        resume: str | os.PathLike[str] | None,
+        output_dir: str | os.PathLike[str],
         load_dict: Mapping[str, Any],
         map_location: Any = "cpu",
     ) -> None:
@@ -89,12 +91,12 @@ class ResumeHandler:
         """
         if self.path is None:
             return
-        self._checkpoint = self._checked_checkpoint(engine.state.max_epochs)
+        self._checkpoint = self._checked_checkpoint(self.path, engine.state.max_epochs)
         engine.add_event_handler(Events.STARTED, self)
 
-    def _checked_checkpoint(self, max_epochs: int | None) -> dict[str, Any]:
-        """Load the file and check it holds every object, networks of the right shapes, epochs to go."""
-        checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=True)
+    def _checked_checkpoint(self, path: str, max_epochs: int | None) -> dict[str, Any]:
+        """Load ``path`` and check it holds every object, networks of the right shapes, epochs to go."""
+        checkpoint: dict[str, Any] = torch.load(path, map_location=self.map_location, weights_only=True)
         missing = sorted(set(self.load_dict) - set(checkpoint))
         if missing:
             raise ValueError(
@@ -103,7 +105,7 @@ class ResumeHandler:
             )
         for name, module in self.load_dict.items():
             if isinstance(module, nn.Module):
-                _check_state_fits(self.path, name, module, checkpoint[name])
+                _check_state_fits(path, name, module, checkpoint[name])
         epoch = _checkpoint_epoch(checkpoint.get("trainer", {}))
         if max_epochs is not None and epoch > max_epochs:
             raise ValueError(

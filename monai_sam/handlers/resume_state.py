@@ -45,13 +45,13 @@ def _random_states(root: Any) -> list[np.random.RandomState]:
     return found
 
 
-def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
+def _numpy_state_to_tensors(state: Any) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = state
     return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
 
 
-def _numpy_state_from_tensors(state: Mapping[str, Any]) -> tuple:
+def _numpy_state_from_tensors(state: Mapping[str, Any]) -> tuple[Any, ...]:
     keys = state["keys"].numpy().astype(np.uint32)
     return state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]
 
@@ -146,8 +146,9 @@ class ValidationState:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (parts this run lacks are skipped)."""
-        self.evaluator.state.best_metric = state_dict["best_metric"]
-        self.evaluator.state.best_metric_epoch = state_dict["best_metric_epoch"]
+        # MONAI's evaluators keep these on ignite's State, which does not declare them
+        self.evaluator.state.best_metric = state_dict["best_metric"]  # type: ignore[attr-defined]
+        self.evaluator.state.best_metric_epoch = state_dict["best_metric_epoch"]  # type: ignore[attr-defined]
         for name, part in self._parts().items():
             if part is not None and name in state_dict:
                 part.load_state_dict(state_dict[name])

@@ -32,7 +32,10 @@ class TrainingCurves:
     """
 
     def __init__(
-        self, output_path: str | os.PathLike, evaluator: Engine | None = None, metric_name: str = "val_auc"
+        self,
+        output_path: str | os.PathLike[str],
+        evaluator: Engine | None = None,
+        metric_name: str = "val_auc",
     ) -> None:
         self.output_path = os.fspath(output_path)
         self.evaluator = evaluator
@@ -73,8 +76,9 @@ class TrainingCurves:
         engine.state.metrics.update({f"epoch_{key}": value for key, value in entry.items() if key != "epoch"})
         # MONAI's ValidationHandler runs the evaluator with the trainer's epoch as its own: a validation of
         # this epoch has run when the epochs agree (val_interval > 1 skips epochs)
-        validated = self.evaluator is not None and self.evaluator.state.epoch == engine.state.epoch
-        metrics = self.evaluator.state.metrics if validated else {}
+        evaluator = self.evaluator
+        validated = evaluator is not None and evaluator.state.epoch == engine.state.epoch
+        metrics = evaluator.state.metrics if evaluator is not None and validated else {}
         if self.metric_name in metrics:
             value = metrics[self.metric_name]
             entry["metric"] = float(value.item() if isinstance(value, torch.Tensor) else value)
