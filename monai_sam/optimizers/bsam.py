@@ -242,11 +242,9 @@ class BSAM(SharpnessAwareOptimizer):
         noisy_norm = global_norm(grads, device=self.last_grad_norm.device)
         finite = torch.isfinite(noisy_norm)
         self.last_perturbation_skipped = self.last_perturbation_skipped | ~finite
-        backup = self._weights.saved
-        if backup:
-            torch._foreach_copy_(list(backup), list(backup.values()))  # back to the mean
+        self._weights.rewind()  # back to the mean
         for group, ps, gs in per_group:
-            pairs = [(p, g) for p, g in zip(ps, gs) if p in backup]
+            pairs = [(p, g) for p, g in zip(ps, gs) if self._weights.holds(p)]
             if not pairs:
                 continue
             members = [p for p, _ in pairs]

@@ -58,8 +58,11 @@ class WeightBackup:
         """``w <- backup + alpha * offset`` (never by subtracting from the current point)."""
         move_to_offset_(params, self.of(params), offsets, alpha)
 
+    def rewind(self) -> None:
+        """Copy the saved values back into the parameters; the backups stay for the rest of the step."""
+        restore_(list(self.saved), list(self.saved.values()))
+
     def restore(self) -> None:
         """Copy back every weight backed up in this step and forget the step's backups."""
-        if self.saved:
-            restore_(list(self.saved), list(self.saved.values()))
+        self.rewind()
         self.saved = {}
